@@ -1,0 +1,40 @@
+# Two commands for a new user: `make demo` (the nightly DAG end to end) and `make test`.
+# Both create or reuse the project-local virtual environment .venv from pinned files.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Extra pip arguments for torch, e.g. a CUDA wheel index (see README: GPU).
+TORCH_PIP_ARGS ?=
+
+.PHONY: install demo test test-fast lock bench clean db-stop
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock $(TORCH_PIP_ARGS)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/recsys demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Everything but the slow end-to-end tests, for a quick edit loop.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lock: $(STAMP)
+	{ echo "# Pinned install set (pip freeze of a working environment). Regenerate: make lock"; \
+	  $(BIN)/python -m pip freeze --all --exclude-editable | grep -v '^pip==' | sed 's/^torch==\([0-9.]*\)+.*/torch==\1/'; } > requirements.lock
+
+db-stop: $(STAMP)
+	$(BIN)/recsys db stop
+
+clean:
+	rm -rf var

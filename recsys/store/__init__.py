@@ -1,0 +1,1 @@
+"""The recommendation store: PostgreSQL connection, migrations, publishing, retention."""

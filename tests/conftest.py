@@ -1,0 +1,40 @@
+"""Shared fixtures: one real local SparkSession and one real PostgreSQL server per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from recsys import runtime
+
+runtime.configure()
+# Tests never read a developer's settings.
+for _key in [k for k in os.environ if k.startswith("RECSYS_")]:
+    del os.environ[_key]
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from spark_jobs.session import get_spark
+
+    session = get_spark("local[2]", app_name="recsys-tests", driver_memory="1g")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory) -> str:
+    """A real PostgreSQL server (embedded binaries) in a temporary folder, deleted afterwards."""
+    from recsys.store.embedded import ensure_server
+
+    root = tmp_path_factory.mktemp("pg")
+    return ensure_server(Path(root) / "data", cleanup_mode="delete")
+
+
+@pytest.fixture
+def lake_root(tmp_path) -> Path:
+    root = tmp_path / "lake"
+    root.mkdir()
+    return root
