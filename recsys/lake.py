@@ -50,9 +50,20 @@ class Lake:
     def quarantine(self, ds: dt.date) -> Path:
         return self.root / "quarantine" / f"ds={ds.isoformat()}"
 
-    def validated(self, ds: dt.date) -> Path:
-        """Clean events and catalogue as of ds (the validation job's output)."""
-        return self.root / "validated" / f"ds={ds.isoformat()}"
+    @property
+    def validated_events(self) -> Path:
+        """Clean events, one partition per event day, rewritten when that day is revalidated."""
+        return self.root / "validated" / "events"
+
+    def validated_events_partition(self, day: dt.date) -> Path:
+        return self.validated_events / f"date={day.isoformat()}"
+
+    def validated_items(self, ds: dt.date) -> Path:
+        """The clean catalogue as known on ds (every item created up to ds)."""
+        return self.root / "validated" / "items" / f"ds={ds.isoformat()}"
+
+    def validation_report(self, ds: dt.date) -> Path:
+        return self.run_dir(ds) / "validation.json"
 
     def features(self, ds: dt.date) -> Path:
         return self.root / "features" / f"ds={ds.isoformat()}"
