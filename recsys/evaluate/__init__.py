@@ -1,0 +1,1 @@
+"""Offline evaluation: ranking metrics, protocols, the champion/challenger gate."""

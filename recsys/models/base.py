@@ -1,0 +1,55 @@
+"""What every recommender offers the pipeline: fit, score histories, save, load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from recsys.data.interactions import Interactions
+from recsys.errors import ConfigError
+
+META_FILE = "model.json"
+
+
+class Recommender(Protocol):
+    kind: str
+
+    def fit(self, train: Interactions) -> "Recommender":
+        """Learn from the train split; `train.n_items` is the catalogue size."""
+
+    def score(self, histories: list[np.ndarray]) -> np.ndarray:
+        """(B,) item_idx sequences in time order -> (B, n_items) float32 scores, higher is better."""
+
+    def explain(self, history: np.ndarray, items: np.ndarray) -> list[str]:
+        """One short reason per recommended item (what in the history led to it)."""
+
+    def save(self, path: Path) -> None: ...
+
+
+def build_model(kind: str, **params) -> Recommender:
+    from recsys.models.cooc import CooccurrenceModel
+    from recsys.models.popularity import PopularityModel
+
+    kinds = {"popularity": PopularityModel, "cooc": CooccurrenceModel}
+    if kind not in kinds:
+        raise ConfigError(f"unknown model kind {kind!r}; expected one of {sorted(kinds)}")
+    return kinds[kind](**params)
+
+
+def write_meta(path: Path, kind: str, params: dict) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / META_FILE).write_text(json.dumps({"kind": kind, "params": params}, indent=2))
+
+
+def load_model(path: Path) -> Recommender:
+    """Load any saved model from its folder; the folder's model.json names the class."""
+    meta_file = Path(path) / META_FILE
+    if not meta_file.exists():
+        raise ConfigError(f"{path}: not a model folder (no {META_FILE})")
+    meta = json.loads(meta_file.read_text())
+    model = build_model(meta["kind"], **meta["params"])
+    model.load_state(Path(path))
+    return model

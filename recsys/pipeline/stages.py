@@ -1,0 +1,252 @@
+"""The nightly stages as plain functions keyed on the run date `ds`.
+
+Each takes `ds` (and the settings), reads its inputs from the lake or the database by that key,
+writes its outputs the same way, and returns a small JSON-able dict of ids, paths and counts
+(also saved as `runs/ds=.../<stage>.json`). The CLI, tests and Airflow tasks call them alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from recsys import schema as S
+from recsys.config import Settings, get_settings
+from recsys.errors import InputError
+from recsys.lake import Lake, parse_ds
+
+log = logging.getLogger(__name__)
+
+STAGES = ("validate", "features", "encode", "train", "evaluate", "gate", "score", "publish", "retention")
+
+
+def _ctx(ds, settings: Settings | None) -> tuple[dt.date, Settings, Lake]:
+    settings = settings or get_settings()
+    return parse_ds(ds), settings, Lake(Path(settings.lake_root))
+
+
+def _save(lake: Lake, ds: dt.date, stage: str, result: dict) -> dict:
+    path = lake.run_dir(ds) / f"{stage}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    tmp.replace(path)
+    return result
+
+
+def load_result(lake: Lake, ds: dt.date, stage: str) -> dict:
+    path = lake.run_dir(ds) / f"{stage}.json"
+    if not path.exists():
+        raise InputError(f"{path}: stage {stage!r} has not run for {ds} yet")
+    return json.loads(path.read_text())
+
+
+def _spark(settings: Settings):
+    from spark_jobs.session import get_spark
+
+    return get_spark(settings.spark_master, driver_memory=settings.spark_driver_memory)
+
+
+def _db(settings: Settings) -> str:
+    from recsys.store.db import resolve_url
+    from recsys.store.migrate import migrate
+
+    url = resolve_url(settings)
+    migrate(url)  # idempotent and cheap; a fresh database works on the first night
+    return url
+
+
+# --- 1. validate -----------------------------------------------------------------------------
+def validate(ds, settings: Settings | None = None) -> dict:
+    """Check raw events and catalogue; quarantine bad rows; fail on broken input."""
+    from spark_jobs.validate import run_validation
+
+    day, settings, lake = _ctx(ds, settings)
+    t0 = time.perf_counter()
+    report = run_validation(_spark(settings), lake, day, settings)
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    return _save(lake, day, "validate", report)
+
+
+# --- 2. features -----------------------------------------------------------------------------
+def features(ds, settings: Settings | None = None) -> dict:
+    """Sequences, item/user stats, stable item ids and the time split (Spark)."""
+    from spark_jobs.features import run_features
+
+    day, settings, lake = _ctx(ds, settings)
+    t0 = time.perf_counter()
+    manifest = run_features(_spark(settings), lake, day, settings)
+    manifest["seconds"] = round(time.perf_counter() - t0, 2)
+    return _save(lake, day, "features", manifest)
+
+
+def _items(lake: Lake, day: dt.date):
+    import pyarrow.dataset as pads
+
+    path = lake.features(day) / "items"
+    if not path.exists():
+        raise InputError(f"{path}: no catalogue features (run the features stage for {day} first)")
+    return pads.dataset(path, format="parquet").to_table().sort_by(S.ITEM_IDX)
+
+
+# --- 3. encode item text ---------------------------------------------------------------------
+def encode(ds, settings: Settings | None = None) -> dict:
+    """Language-model vectors for every catalogue item, reusing the text-hash cache."""
+    from recsys.text.encoder import TextEncoder, encode_with_cache, item_text
+
+    day, settings, lake = _ctx(ds, settings)
+    t0 = time.perf_counter()
+    items = _items(lake, day)
+    idx = items.column(S.ITEM_IDX).to_numpy()
+    texts = [
+        item_text(t, c, d)
+        for t, c, d in zip(
+            items.column(S.TITLE).to_pylist(), items.column(S.CATEGORY).to_pylist(), items.column(S.DESCRIPTION).to_pylist()
+        )
+    ]
+    vectors, stats = encode_with_cache(
+        texts,
+        lake.text_cache,
+        settings.text_model,
+        lambda: TextEncoder(settings.text_model, settings.text_batch_size, settings.text_max_length, settings.device),
+    )
+    # Row i of the matrix is item_idx i; items missing from the catalogue stay zero.
+    n = int(idx.max()) + 1 if len(idx) else 0
+    matrix = np.zeros((n, stats["dim"]), dtype=np.float32)
+    matrix[idx] = vectors
+    out = lake.embeddings(day)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "item_text.npy", matrix)
+    stats.update(path=str(out / "item_text.npy"), model=settings.text_model, seconds=round(time.perf_counter() - t0, 2))
+    return _save(lake, day, "encode", stats)
+
+
+# --- 4. train --------------------------------------------------------------------------------
+def _fingerprint(path: Path) -> str:
+    """Names and sizes of the training files: changes whenever the training data does."""
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*.parquet")):
+        h.update(f"{f.relative_to(path)}:{f.stat().st_size}".encode())
+    return h.hexdigest()[:12]
+
+
+def train(ds, settings: Settings | None = None) -> dict:
+    """Fit tonight's challenger on everything before the holdout window; register it."""
+    from recsys.data.interactions import load_interactions
+    from recsys.models import build_model
+    from recsys.store.registry import register_model
+
+    day, settings, lake = _ctx(ds, settings)
+    t0 = time.perf_counter()
+    data = load_interactions(lake.features(day), n_items=_items(lake, day).num_rows)
+    fit_data = data.in_splits("train", "valid")
+    if len(fit_data.item) == 0:
+        raise InputError(f"{lake.features(day)}: no training interactions before the holdout window")
+    model = build_model(settings.model_kind)
+    model.fit(fit_data)
+    fingerprint = _fingerprint(lake.features(day) / "events")
+    version = f"{settings.model_kind}-{day.isoformat()}-{fingerprint[:8]}"
+    path = lake.models_root / version
+    model.save(path)
+    config = {"model_kind": settings.model_kind, "seed": settings.seed, "text_model": settings.text_model}
+    register_model(_db(settings), version=version, ds=day, kind=settings.model_kind, path=str(path), config=config, fingerprint=fingerprint)
+    result = {
+        "model_version": version, "path": str(path), "fingerprint": fingerprint,
+        "train_interactions": int(len(fit_data.item)), "items": int(data.n_items),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    return _save(lake, day, "train", result)
+
+
+# --- 5. evaluate -----------------------------------------------------------------------------
+def evaluate(ds, settings: Settings | None = None) -> dict:
+    """Challenger vs popularity vs the serving champion on the same holdout, full catalogue."""
+    from recsys.evaluate.offline import compare_models
+
+    day, settings, lake = _ctx(ds, settings)
+    t0 = time.perf_counter()
+    trained = load_result(lake, day, "train")
+    from recsys.store.registry import champion_as_of
+
+    champion = champion_as_of(_db(settings), day, exclude=trained["model_version"])
+    result = compare_models(
+        lake.features(day), Path(trained["path"]), champion["path"] if champion else None, k=10
+    )
+    result.update(
+        model_version=trained["model_version"],
+        champion_version=champion["model_version"] if champion else None,
+        seconds=round(time.perf_counter() - t0, 2),
+    )
+    log.info("offline evaluation for %s\n%s", day, result["table"])
+    return _save(lake, day, "evaluate", result)
+
+
+# --- 6. gate ---------------------------------------------------------------------------------
+def gate(ds, settings: Settings | None = None, force_promote: bool = False, forced_by: str | None = None) -> dict:
+    """Decide whether the challenger serves; record the decision and its reasons."""
+    from recsys.evaluate.gate import GateRules, decide
+    from recsys.store.registry import record_decision
+
+    day, settings, lake = _ctx(ds, settings)
+    ev = load_result(lake, day, "evaluate")
+    rules = GateRules(settings.gate_tolerance, settings.gate_margin_vs_popularity, settings.gate_min_coverage)
+    decision = decide(ev["metrics"], rules, force=force_promote)
+    record_decision(
+        _db(settings), ds=day, version=ev["model_version"], champion=ev["champion_version"], metrics=ev["metrics"],
+        decision=decision.decision, reasons=decision.reasons, forced_by=forced_by if decision.decision == "forced" else None,
+    )
+    serving = ev["model_version"] if decision.promote else ev["champion_version"]
+    if serving is None:
+        # No champion exists yet and the challenger failed: nothing may serve tonight.
+        raise InputError(f"gate refused the first model {ev['model_version']}: " + "; ".join(decision.reasons))
+    result = {"decision": decision.decision, "promote": decision.promote, "reasons": decision.reasons, "serving_version": serving}
+    log.info("gate %s for %s: %s", decision.decision, day, "; ".join(decision.reasons))
+    return _save(lake, day, "gate", result)
+
+
+# --- 7. score --------------------------------------------------------------------------------
+def score(ds, settings: Settings | None = None) -> dict:
+    """Top-K for every user active in the history window, with the serving model."""
+    from recsys.serve.batch import score_all_users
+
+    day, settings, lake = _ctx(ds, settings)
+    t0 = time.perf_counter()
+    serving = load_result(lake, day, "gate")["serving_version"]
+    result = score_all_users(lake, day, lake.models_root / serving, k=settings.top_k)
+    result.update(model_version=serving, seconds=round(time.perf_counter() - t0, 2))
+    return _save(lake, day, "score", result)
+
+
+# --- 8. publish ------------------------------------------------------------------------------
+def publish(ds, settings: Settings | None = None, run_id: str | None = None) -> dict:
+    """COPY tonight's lists into a side partition, validate, switch atomically."""
+    from recsys.store.publish import publish_batch
+
+    day, settings, lake = _ctx(ds, settings)
+    scored = load_result(lake, day, "score")
+    known = set(_items(lake, day).column(S.ITEM_ID).to_pylist())
+    res = publish_batch(
+        _db(settings), ds=day, model_version=scored["model_version"], recs_path=Path(scored["path"]),
+        k=settings.top_k, run_id=run_id, expected_users=scored["users"], known_items=known,
+    )
+    result = {
+        "batch_id": res.batch_id, "rows": res.rows, "users": res.users, "seconds": round(res.seconds, 2),
+        "replaced_batch_ids": list(res.replaced_batch_ids),
+    }
+    return _save(lake, day, "publish", result)
+
+
+# --- 9. retention ----------------------------------------------------------------------------
+def retention(ds, settings: Settings | None = None) -> dict:
+    """Drop batches older than retention_days and replaced or failed ones; never the current one."""
+    from recsys.store.retention import apply_retention
+
+    day, settings, lake = _ctx(ds, settings)
+    dropped = apply_retention(_db(settings), today=day, keep_days=settings.retention_days)
+    return _save(lake, day, "retention", {"dropped_batch_ids": list(dropped)})
