@@ -1,0 +1,2 @@
+-- Recommendations live in their own database, apart from Airflow's metadata.
+CREATE DATABASE recsys;

@@ -1,0 +1,1 @@
+"""Input data: the synthetic raw-log generator (`generate`) and the interaction loaders."""

@@ -1,0 +1,105 @@
+"""The whole pipeline without Airflow on a tiny generated log, against real Spark and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+
+import psycopg
+import pytest
+
+from recsys.config import load_settings
+from recsys.data.generate import GenerateConfig, generate
+from recsys.errors import ConfigError, DatabaseError, InputError
+from recsys.lake import Lake
+from recsys.pipeline.run import run_pipeline
+from tests.helpers import TINY, fresh_database, published
+
+DS = TINY["end_date"]
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory, pg_url, spark):
+    lake = tmp_path_factory.mktemp("lake")
+    generate(lake, GenerateConfig(**TINY))
+    settings = load_settings(lake_root=lake, database_url=fresh_database(pg_url), top_k=5, spark_master="local[2]")
+    summary = run_pipeline(DS, settings)
+    return settings, summary
+
+
+def test_run_publishes_complete_lists(ran):
+    settings, summary = ran
+    rows = published(settings.database_url)
+    users = summary["stages"]["score"]["users"]
+    assert users > 50
+    assert summary["stages"]["publish"]["rows"] == len(rows)
+    per_user = {}
+    for user, rank, item, score in rows:
+        per_user.setdefault(user, []).append((rank, item, score))
+    assert len(per_user) == users
+    for lst in per_user.values():
+        assert [r for r, _, _ in lst] == list(range(1, len(lst) + 1))
+        assert len({i for _, i, _ in lst}) == len(lst)
+        assert len(lst) == 5
+
+
+def test_every_stage_left_a_manifest(ran):
+    settings, summary = ran
+    run_dir = Lake(settings.lake_root).run_dir(DS)
+    for stage in summary["stages"]:
+        assert (run_dir / f"{stage}.json").exists(), stage
+    assert summary["stages"]["gate"]["decision"] in ("pass", "fail", "forced")
+
+
+def test_rerun_replaces_the_date_without_duplicates(ran):
+    settings, first = ran
+    before = published(settings.database_url)
+    again = run_pipeline(DS, settings, stages="score,publish")
+    after = published(settings.database_url)
+    assert again["stages"]["publish"]["batch_id"] != first["stages"]["publish"]["batch_id"]
+    assert sorted(before) == sorted(after)
+    with psycopg.connect(settings.database_url) as conn:
+        statuses = conn.execute("SELECT status, count(*) FROM recsys.batches WHERE ds = %s GROUP BY status", (DS,)).fetchall()
+    assert dict(statuses)["published"] == 1
+
+
+def test_missing_raw_partition_fails_naming_it_and_keeps_published(ran):
+    settings, _ = ran
+    before = published(settings.database_url)
+    missing_day = DS + dt.timedelta(days=1)
+    with pytest.raises(InputError) as err:
+        run_pipeline(missing_day, settings)
+    assert f"date={missing_day.isoformat()}" in str(err.value) and "\n" not in str(err.value)
+    assert published(settings.database_url) == before
+
+
+def test_unreadable_partition_fails_and_keeps_published(ran, tmp_path):
+    settings, _ = ran
+    before = published(settings.database_url)
+    lake = Lake(settings.lake_root)
+    day = DS + dt.timedelta(days=2)
+    part = lake.events_partition(day)
+    part.mkdir(parents=True)
+    (part / "part-0.parquet").write_bytes(b"this is not parquet")
+    try:
+        with pytest.raises(InputError) as err:
+            run_pipeline(day, settings)
+        assert "part-0.parquet" in str(err.value) or f"date={day.isoformat()}" in str(err.value)
+    finally:
+        shutil.rmtree(part)
+    assert published(settings.database_url) == before
+
+
+def test_unreachable_database_fails_with_one_line(ran):
+    settings, _ = ran
+    bad = settings.model_copy(update={"database_url": "postgresql://nobody@/recsys?host=/nonexistent&connect_timeout=2"})
+    with pytest.raises(DatabaseError) as err:
+        run_pipeline(DS, bad, stages="publish")
+    assert "\n" not in str(err.value)
+    assert published(settings.database_url)
+
+
+def test_bad_setting_value_names_the_setting(monkeypatch):
+    monkeypatch.setenv("RECSYS_TOP_K", "-3")
+    with pytest.raises(ConfigError, match="RECSYS_TOP_K"):
+        load_settings()
