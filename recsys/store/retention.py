@@ -1,0 +1,115 @@
+"""Retention: drop the partitions of batches nobody will serve again, and what killed publishers left.
+
+A batch's partition is dropped (DETACH, then DROP TABLE) when the batch is 'replaced' or
+'failed', or when its ds is older than `today - keep_days`; the batch `current_batch` points at
+is never dropped, however old. Side tables of batches stuck in 'loading'/'validating' for over
+an hour (their publisher was killed) are dropped as well. Dropped batches keep their
+`batches` row, with status 'dropped', so the history stays readable.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+
+from recsys.errors import DatabaseError
+from recsys.store.db import connect, one_line
+from recsys.store.publish import side_table
+
+log = logging.getLogger(__name__)
+
+# A publisher loads and validates a night's batch in minutes; an hour means it is gone.
+STALE_AFTER = "1 hour"
+# DETACH needs ACCESS EXCLUSIVE on the parent: never queue behind readers for long.
+LOCK_TIMEOUT_MS = 5_000
+
+_CANDIDATES = f"""
+SELECT b.batch_id
+FROM recsys.batches AS b
+WHERE b.batch_id IS DISTINCT FROM (SELECT c.batch_id FROM recsys.current_batch AS c)
+  AND (b.status IN ('replaced', 'failed')
+       OR (b.status = 'published' AND b.ds < %(cutoff)s)
+       OR (b.status IN ('loading', 'validating') AND b.started_at < now() - interval '{STALE_AFTER}'))
+ORDER BY b.batch_id
+"""
+
+# Side tables that no batch row accounts for any more (row deleted by hand, or already 'dropped').
+_STRAY_TABLES = """
+SELECT t.relname
+FROM pg_class AS t
+JOIN pg_namespace AS n ON n.oid = t.relnamespace
+WHERE n.nspname = 'recsys' AND t.relkind = 'r' AND NOT t.relispartition
+  AND t.relname ~ '^recommendations_b[0-9]+$'
+  AND NOT EXISTS (
+      SELECT 1 FROM recsys.batches AS b
+      WHERE b.batch_id = substr(t.relname, 18)::bigint AND b.status <> 'dropped')
+ORDER BY t.relname
+"""
+
+
+def _is_attached(conn, table: str) -> bool:
+    row = conn.execute(
+        "SELECT t.relispartition FROM pg_class AS t JOIN pg_namespace AS n ON n.oid = t.relnamespace "
+        "WHERE n.nspname = 'recsys' AND t.relname = %s",
+        (table,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _drop_one(conn, batch_id: int, cutoff: date) -> bool:
+    """Drop one batch's partition in its own transaction; False if it no longer qualifies."""
+    table = side_table(batch_id)
+    with conn.transaction():
+        conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
+        if _is_attached(conn, table):
+            # Taken before re-checking, so no publisher can switch batches in between.
+            conn.execute("LOCK TABLE recsys.recommendations IN ACCESS EXCLUSIVE MODE")
+        still = conn.execute(
+            f"SELECT b.status FROM recsys.batches AS b WHERE b.batch_id = %(id)s AND b.batch_id IN ({_CANDIDATES}) "
+            "FOR UPDATE OF b",
+            {"id": batch_id, "cutoff": cutoff},
+        ).fetchone()
+        if still is None:
+            return False
+        if _is_attached(conn, table):
+            conn.execute(f"ALTER TABLE recsys.recommendations DETACH PARTITION recsys.{table}")
+        conn.execute(f"DROP TABLE IF EXISTS recsys.{table}")
+        conn.execute(
+            "UPDATE recsys.batches SET status = 'dropped', finished_at = coalesce(finished_at, now()), "
+            "error = CASE WHEN status IN ('loading', 'validating') "
+            "THEN coalesce(error, 'abandoned while ' || status || '; dropped by retention') ELSE error END "
+            "WHERE batch_id = %s",
+            (batch_id,),
+        )
+    return True
+
+
+def apply_retention(url: str, *, today: date, keep_days: int) -> list[int]:
+    """Drop expired, replaced, failed and abandoned batches' partitions; return their batch ids."""
+    if keep_days < 0:
+        raise ValueError(f"keep_days must be >= 0, got {keep_days}")
+    cutoff = today - timedelta(days=keep_days)
+    dropped: list[int] = []
+    conn = connect(url, autocommit=True)
+    try:
+        candidates = [r for (r,) in conn.execute(_CANDIDATES, {"cutoff": cutoff})]
+        for batch_id in candidates:
+            try:
+                if _drop_one(conn, batch_id, cutoff):
+                    dropped.append(batch_id)
+            except Exception as err:
+                raise DatabaseError(f"retention: dropping batch {batch_id}: {one_line(err)}") from None
+        for (table,) in conn.execute(_STRAY_TABLES).fetchall():
+            with conn.transaction():
+                conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
+                conn.execute(f"DROP TABLE IF EXISTS recsys.{table}")
+            log.info("retention: dropped stray side table recsys.%s", table)
+    except DatabaseError:
+        raise
+    except Exception as err:
+        raise DatabaseError(f"retention: {one_line(err)}") from None
+    finally:
+        conn.close()
+    if dropped:
+        log.info("retention (today %s, keep %s days): dropped batches %s", today, keep_days, dropped)
+    return dropped
