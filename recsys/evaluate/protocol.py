@@ -39,3 +39,8 @@ def temporal_cases(data: Interactions, holdout: str = "test") -> EvalCases:
 def _precedes(a: str, b: str) -> bool:
     order = ("train", "valid", "test")
     return order.index(a) < order.index(b)
+
+
+def validation_cases(data: Interactions) -> EvalCases:
+    """Early-stopping protocol: rank from `train`, hits are the `valid` items (test never seen)."""
+    return temporal_cases(data.in_splits("train", "valid"), holdout="valid")

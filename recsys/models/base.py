@@ -11,14 +11,20 @@ import numpy as np
 from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # avoids an import cycle at run time
+    from recsys.evaluate.protocol import EvalCases
+
 META_FILE = "model.json"
 
 
 class Recommender(Protocol):
     kind: str
 
-    def fit(self, train: Interactions) -> "Recommender":
-        """Learn from the train split; `train.n_items` is the catalogue size."""
+    def fit(self, train: Interactions, valid: "EvalCases | None" = None) -> "Recommender":
+        """Learn from `train` (`train.n_items` is the catalogue size); models that stop early
+        rank `valid` (histories -> held-out items) between epochs, baselines ignore it."""
 
     def score(self, histories: list[np.ndarray]) -> np.ndarray:
         """(B,) item_idx sequences in time order -> (B, n_items) float32 scores, higher is better."""

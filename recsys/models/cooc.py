@@ -41,7 +41,7 @@ class CooccurrenceModel:
         self.sim = sp.csr_matrix((0, 0), dtype=np.float32)
         self.pop = np.zeros(0, dtype=np.float32)
 
-    def fit(self, train: Interactions) -> "CooccurrenceModel":
+    def fit(self, train: Interactions, valid=None) -> "CooccurrenceModel":
         n = train.n_items
         user, item = train.user, train.item  # sorted by (user, ts)
         weight = EVENT_WEIGHT[train.event]

@@ -22,7 +22,7 @@ class PopularityModel:
     def __post_init__(self) -> None:
         self.counts = np.zeros(0, dtype=np.float32)
 
-    def fit(self, train: Interactions) -> "PopularityModel":
+    def fit(self, train: Interactions, valid=None) -> "PopularityModel":
         recent = train.ts >= (train.ts.max() - self.window_days * DAY_US) if len(train.ts) else train.ts > 0
         # Distinct users per item: one heavy user should not make an item "popular".
         pairs = np.unique(np.stack([train.item[recent], train.user[recent]]), axis=1)
