@@ -84,3 +84,68 @@ def ranking_report(top_items: np.ndarray, targets: list[np.ndarray], ks=(10, 20)
         for name, fn in METRICS.items():
             out[f"{name}@{k}"] = fn(hits, n)
     return out
+
+
+# --- beyond accuracy ---------------------------------------------------------------------------
+def intra_list_diversity(top_items: np.ndarray, item_vectors: np.ndarray) -> float:
+    """ILD = mean_u mean_{i<j in list} (1 - cos(v_i, v_j)). Range [0, 2]; 0 when every list is one item repeated.
+
+    Pass one-hot categories as `item_vectors` for diversity by category (then 1 - cos is 0 or 1).
+    """
+    v = item_vectors[top_items]  # (U, K, D)
+    v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+    sim = np.einsum("ukd,ujd->ukj", v, v)  # (U, K, K)
+    k = top_items.shape[1]
+    if k < 2:
+        return 0.0
+    off = ~np.eye(k, dtype=bool)
+    return _mean((1.0 - sim[:, off]).mean(axis=1))
+
+
+def novelty(top_items: np.ndarray, item_popularity: np.ndarray) -> float:
+    """Mean self-information -log2 p(i) of recommended items, p(i) = share of users who interacted with i.
+
+    Range [0, log2(n_users)]; higher = less obvious items.
+    """
+    p = item_popularity / max(item_popularity.max(initial=0), 1)
+    info = -np.log2(np.clip(p, 1e-12, 1.0))
+    return _mean(info[top_items].mean(axis=1))
+
+
+def popularity_bias(top_items: np.ndarray, item_popularity: np.ndarray) -> float:
+    """Average recommendation popularity (ARP): mean_u mean_{i in list} pop(i) / max pop. Range [0, 1]."""
+    return _mean((item_popularity[top_items] / max(item_popularity.max(initial=0), 1)).mean(axis=1))
+
+
+# --- rating and behaviour prediction -----------------------------------------------------------
+def rmse(pred: np.ndarray, true: np.ndarray) -> float:
+    """sqrt(mean (pred - true)^2). Range [0, inf)."""
+    return float(np.sqrt(np.mean((pred - true) ** 2))) if len(true) else float("nan")
+
+
+def mae(pred: np.ndarray, true: np.ndarray) -> float:
+    """mean |pred - true|. Range [0, inf)."""
+    return float(np.mean(np.abs(pred - true))) if len(true) else float("nan")
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC = P(score of a random positive > score of a random negative), ties count 1/2. Range [0, 1]."""
+    labels = labels.astype(bool)
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    # Average ranks over ties so that equal scores count one half.
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def log_loss(prob: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
+    """-mean [y log p + (1 - y) log(1 - p)]. Range [0, inf); 0.693 for p = 0.5 everywhere."""
+    p = np.clip(prob, eps, 1 - eps)
+    y = labels.astype(np.float64)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if len(y) else float("nan")
