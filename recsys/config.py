@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     gate_margin_vs_popularity: float = Field(0.0, ge=0.0)
     # Share of the available catalogue that tonight's lists must cover.
     gate_min_coverage: float = Field(0.01, ge=0.0, le=1.0)
+    # Segments (short histories, new items) are small and noisy, so their band is wider.
+    gate_segment_tolerance: float = Field(0.10, ge=0.0, le=1.0)
 
     @field_validator("database_url")
     @classmethod

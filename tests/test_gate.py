@@ -31,3 +31,10 @@ def test_low_coverage_fails():
 def test_force_promotes_and_says_so():
     d = decide({"challenger": _m(0.05), "popularity": _m(0.10)}, RULES, force=True)
     assert d.decision == "forced" and d.promote and "forced" in d.reasons[0]
+
+
+def test_segment_collapse_fails():
+    ch = dict(_m(0.30), **{"short_history_ndcg@10": 0.05})
+    champ = dict(_m(0.25), **{"short_history_ndcg@10": 0.20})
+    d = decide({"challenger": ch, "champion": champ, "popularity": _m(0.10)}, RULES)
+    assert d.decision == "fail" and any("short_history" in r for r in d.reasons)

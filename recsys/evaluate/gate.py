@@ -16,6 +16,11 @@ class GateRules:
     margin_vs_popularity: float = 0.0
     # Share of the available catalogue the challenger's lists must cover.
     min_coverage: float = 0.01
+    # Segments (short histories, new items) are small and noisy: a wider band, but a collapse fails.
+    segment_tolerance: float = 0.10
+
+
+SEGMENT_METRICS = ("short_history_ndcg@10", "new_items_hr@10")
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,14 @@ def decide(metrics: dict[str, dict[str, float]], rules: GateRules, force: bool =
         )
     else:
         passes.append("no champion yet")
+    champion = metrics.get("champion", {})
+    for seg in SEGMENT_METRICS:
+        if seg in ch and seg in champion:
+            need = champion[seg] * (1 - rules.segment_tolerance)
+            ok = ch[seg] >= need
+            (passes if ok else failures).append(
+                f"{seg} {ch[seg]:.4f} {'>=' if ok else '<'} champion {champion[seg]:.4f} x (1 - {rules.segment_tolerance})"
+            )
     cov = ch.get("coverage@10")
     if cov is not None:
         ok = cov >= rules.min_coverage

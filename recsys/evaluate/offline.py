@@ -2,44 +2,113 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from recsys.data.interactions import Interactions, load_interactions
-from recsys.evaluate.metrics import catalogue_coverage, ranking_report
+from recsys.data.interactions import EVENT_CODE, Interactions, load_interactions
+from recsys.evaluate import metrics as M
 from recsys.evaluate.protocol import EvalCases, temporal_cases
 from recsys.models import build_model, load_model
 from recsys.scoring import top_k
 
 # Baselines refit on the challenger's exact training data in the same run.
 BASELINES = {"popularity": "popularity", "itemknn": "cooc"}
+# A user with at most this many past interactions is a "short history" user (cold-ish).
+SHORT_HISTORY = 5
 
 
-def evaluate_model(model, cases: EvalCases, n_items: int, k: int = 20) -> dict[str, float]:
+@dataclass(frozen=True)
+class EvalContext:
+    n_items: int
+    item_popularity: np.ndarray  # (I,) distinct users per item in the fit data
+    item_category: np.ndarray | None = None  # (I,) int category code, -1 unknown
+    new_items: np.ndarray | None = None  # (I,) bool: created recently (the "new this week" segment)
+
+
+def context_for(fit: Interactions, category: np.ndarray | None = None, new_items: np.ndarray | None = None) -> EvalContext:
+    pairs = np.unique(np.stack([fit.item, fit.user]), axis=1) if len(fit.item) else np.zeros((2, 0), np.int64)
+    pop = np.bincount(pairs[0], minlength=fit.n_items).astype(np.float64)
+    return EvalContext(fit.n_items, pop, category, new_items)
+
+
+def evaluate_model(model, cases: EvalCases, ctx: EvalContext, k: int = 20) -> dict[str, float]:
+    """Accuracy at 10 and 20, beyond-accuracy at 10, reward-aware and segment NDCG@10."""
     items, scores = top_k(model, cases.histories, k, exclude=cases.exclude)
-    report = ranking_report(items, cases.targets, ks=(10, 20))
-    report["coverage@10"] = catalogue_coverage(items[:, :10], n_items)
+    report = M.ranking_report(items, cases.targets, ks=(10, 20))
+    top10 = items[:, :10]
+    report["coverage@10"] = M.catalogue_coverage(top10, ctx.n_items)
+    report["novelty@10"] = M.novelty(top10, ctx.item_popularity)
+    report["popularity_bias@10"] = M.popularity_bias(top10, ctx.item_popularity)
+    if ctx.item_category is not None and len(top10):
+        onehot = np.eye(int(ctx.item_category.max()) + 2)[ctx.item_category]
+        report["diversity_category@10"] = M.intra_list_diversity(top10, onehot)
     report["nan_scores"] = int(np.isnan(scores).sum())
+    report["users"] = len(cases.users)
+    for name, code in (("click", EVENT_CODE["click"]), ("purchase", EVENT_CODE["purchase"])):
+        sub = cases.with_targets(code)
+        if len(sub.users):
+            keep = np.isin(cases.users, sub.users)
+            r = M.ranking_report(items[keep], sub.targets, ks=(10,))
+            report[f"{name}_ndcg@10"], report[f"{name}_hr@10"] = r["ndcg@10"], r["hr@10"]
+    short = np.array([len(h) <= SHORT_HISTORY for h in cases.histories], dtype=bool)
+    if short.any():
+        report["short_history_ndcg@10"] = M.ranking_report(items[short], [cases.targets[i] for i in np.flatnonzero(short)], ks=(10,))["ndcg@10"]
+    if ctx.new_items is not None:
+        new_t = [t[ctx.new_items[t]] for t in cases.targets]
+        keep = np.array([len(t) > 0 for t in new_t], dtype=bool)
+        if keep.any():
+            report["new_items_hr@10"] = M.ranking_report(items[keep], [new_t[i] for i in np.flatnonzero(keep)], ks=(10,))["hr@10"]
     return report
 
 
 def compare_models(features_dir: Path, challenger: Path, champion: str | None, k: int = 10) -> dict:
+    """The nightly comparison: challenger, champion and baselines on tonight's holdout."""
     data: Interactions = load_interactions(features_dir)
     cases = temporal_cases(data, holdout="test")
     fit_data = data.in_splits("train", "valid")
+    category, new_items = _item_side_info(features_dir, data.n_items)
+    ctx = context_for(fit_data, category, new_items)
     models = {"challenger": load_model(challenger)}
     if champion:
         models["champion"] = load_model(Path(champion))
     for name, kind in BASELINES.items():
         models[name] = build_model(kind).fit(fit_data)
-    metrics = {name: evaluate_model(m, cases, data.n_items) for name, m in models.items()}
+    metrics = {name: evaluate_model(m, cases, ctx) for name, m in models.items()}
     return {"metrics": metrics, "users": len(cases.users), "table": format_table(metrics)}
 
 
-def format_table(metrics: dict[str, dict[str, float]], columns=("ndcg@10", "hr@10", "mrr@10", "recall@20", "coverage@10")) -> str:
-    head = f"{'model':<12}" + "".join(f"{c:>13}" for c in columns)
+def _item_side_info(features_dir: Path, n_items: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Category codes and the new-this-week mask from the feature job's item outputs."""
+    import pyarrow.dataset as pads
+
+    items_path = Path(features_dir) / "items"
+    if not items_path.exists():
+        return None, None
+    t = pads.dataset(items_path, format="parquet").to_table(columns=["item_idx", "category"])
+    idx = t.column("item_idx").to_numpy()
+    size = max(n_items, int(idx.max()) + 1 if len(idx) else 0)
+    cats = np.array([c or "" for c in t.column("category").to_pylist()], dtype=object)
+    _, codes = np.unique(cats, return_inverse=True)
+    category = np.full(size, -1, dtype=np.int64)
+    category[idx] = codes
+    new_items = None
+    stats = Path(features_dir) / "item_stats"
+    if stats.exists():
+        s = pads.dataset(stats, format="parquet").to_table(columns=["item_idx", "age_days"])
+        new_items = np.zeros(size, dtype=bool)
+        age = s.column("age_days").to_numpy(zero_copy_only=False)
+        new_items[s.column("item_idx").to_numpy()[np.nan_to_num(age.astype(float), nan=1e9) <= 7]] = True
+    return category[:n_items], None if new_items is None else new_items[:n_items]
+
+
+def format_table(
+    metrics: dict[str, dict[str, float]],
+    columns=("ndcg@10", "hr@10", "mrr@10", "recall@20", "coverage@10", "purchase_ndcg@10"),
+) -> str:
+    head = f"{'model':<12}" + "".join(f"{c:>18}" for c in columns)
     rows = [head, "-" * len(head)]
     for name, m in metrics.items():
-        rows.append(f"{name:<12}" + "".join(f"{m.get(c, float('nan')):>13.4f}" for c in columns))
+        rows.append(f"{name:<12}" + "".join(f"{m.get(c, float('nan')):>18.4f}" for c in columns))
     return "\n".join(rows)

@@ -195,7 +195,9 @@ def gate(ds, settings: Settings | None = None, force_promote: bool = False, forc
 
     day, settings, lake = _ctx(ds, settings)
     ev = load_result(lake, day, "evaluate")
-    rules = GateRules(settings.gate_tolerance, settings.gate_margin_vs_popularity, settings.gate_min_coverage)
+    rules = GateRules(
+        settings.gate_tolerance, settings.gate_margin_vs_popularity, settings.gate_min_coverage, settings.gate_segment_tolerance
+    )
     decision = decide(ev["metrics"], rules, force=force_promote)
     record_decision(
         _db(settings), ds=day, version=ev["model_version"], champion=ev["champion_version"], metrics=ev["metrics"],
