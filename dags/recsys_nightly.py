@@ -86,17 +86,31 @@ def recsys_nightly():
     def evaluate(_: dict, ds=None, params=None) -> dict:
         from recsys.pipeline import stages
 
-        return stages.evaluate(ds, _settings(params))
+        result = stages.evaluate(ds, _settings(params))
+        print(result["table"])  # the comparison, readable in the task log
+        return {k: v for k, v in result.items() if k != "metrics"}
 
-    @task
-    def gate(_: dict, ds=None, params=None, run_id=None) -> dict:
+    @task.branch
+    def gate(_: dict, ds=None, params=None, run_id=None) -> str:
+        """Records the decision; the branch taken shows it in the grid."""
         from recsys.pipeline import stages
 
         force = bool(params.get(PARAM_FORCE_PROMOTE))
-        return stages.gate(ds, _settings(params), force_promote=force, forced_by=f"airflow:{run_id}" if force else None)
+        result = stages.gate(ds, _settings(params), force_promote=force, forced_by=f"airflow:{run_id}" if force else None)
+        print(f"gate {result['decision']}: " + "; ".join(result["reasons"]))
+        return "promote_challenger" if result["promote"] else "keep_champion"
 
     @task
-    def score(_: dict, ds=None, params=None) -> dict:
+    def promote_challenger(ds=None) -> None:
+        print(f"challenger serves from {ds}")
+
+    @task
+    def keep_champion(ds=None) -> None:
+        print(f"gate failed: the champion keeps serving and scores tonight's features for {ds}")
+
+    # Runs after whichever branch the gate took.
+    @task(trigger_rule="none_failed_min_one_success")
+    def score(ds=None, params=None) -> dict:
         from recsys.pipeline import stages
 
         return stages.score(ds, _settings(params))
@@ -115,7 +129,10 @@ def recsys_nightly():
 
     feats = features(validate())
     trained = train(feats, encode(feats))
-    retention(publish(score(gate(evaluate(trained)))))
+    decision = gate(evaluate(trained))
+    scored = score()
+    decision >> [promote_challenger(), keep_champion()] >> scored
+    retention(publish(scored))
 
 
 recsys_nightly()

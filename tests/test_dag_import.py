@@ -16,7 +16,8 @@ def test_dag_bag_has_no_import_errors():
     dag = bag.dags.get("recsys_nightly")
     assert dag is not None
     assert set(dag.task_ids) == {
-        "validate", "features", "encode", "train", "evaluate", "gate", "score", "publish", "retention"
+        "validate", "features", "encode", "train", "evaluate", "gate", "promote_challenger", "keep_champion",
+        "score", "publish", "retention",
     }
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert dag.get_task("train").pool == "gpu"

@@ -75,13 +75,14 @@ def validate(ds, settings: Settings | None = None) -> dict:
 
 
 # --- 2. features -----------------------------------------------------------------------------
-def features(ds, settings: Settings | None = None) -> dict:
-    """Sequences, item/user stats, stable item ids and the time split (Spark)."""
+def features(ds, settings: Settings | None = None, split_mode: str = "temporal") -> dict:
+    """Sequences, item/user stats, stable item ids and the split (Spark): `temporal` for the
+    nightly run, `loo` (leave-one-out per user) for public benchmarks."""
     from spark_jobs.features import run_features
 
     day, settings, lake = _ctx(ds, settings)
     t0 = time.perf_counter()
-    manifest = run_features(_spark(settings), lake, day, settings)
+    manifest = run_features(_spark(settings), lake, day, settings, split_mode=split_mode)
     manifest["seconds"] = round(time.perf_counter() - t0, 2)
     return _save(lake, day, "features", manifest)
 
