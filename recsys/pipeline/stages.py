@@ -130,11 +130,9 @@ def encode(ds, settings: Settings | None = None) -> dict:
 
 # --- 4. train --------------------------------------------------------------------------------
 def _fingerprint(path: Path) -> str:
-    """Names and sizes of the training files: changes whenever the training data does."""
-    h = hashlib.sha256()
-    for f in sorted(path.rglob("*.parquet")):
-        h.update(f"{f.relative_to(path)}:{f.stat().st_size}".encode())
-    return h.hexdigest()[:12]
+    """Hash of the training files' contents, independent of the random names Spark gives them."""
+    digests = sorted(hashlib.sha256(f.read_bytes()).hexdigest() for f in path.rglob("*.parquet"))
+    return hashlib.sha256("".join(digests).encode()).hexdigest()[:12]
 
 
 def train(ds, settings: Settings | None = None) -> dict:
