@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -12,6 +13,8 @@ from recsys import runtime
 from recsys.airflow_local import airflow_env
 
 runtime.configure()
+# py4j logs from a finaliser after pytest closed its streams; it is noise, not a failure.
+logging.getLogger("py4j").setLevel(logging.ERROR)
 # Tests never read a developer's settings nor touch a developer's Airflow.
 for _key in [k for k in os.environ if k.startswith(("RECSYS_", "AIRFLOW_", "AIRFLOW__"))]:
     del os.environ[_key]
