@@ -103,3 +103,16 @@ def test_bad_setting_value_names_the_setting(monkeypatch):
     monkeypatch.setenv("RECSYS_TOP_K", "-3")
     with pytest.raises(ConfigError, match="RECSYS_TOP_K"):
         load_settings()
+
+
+def test_first_night_failing_gate_serves_popularity(ran, pg_url):
+    settings, _ = ran
+    strict = settings.model_copy(update={"database_url": fresh_database(pg_url), "gate_margin_vs_popularity": 10.0})
+    summary = run_pipeline(DS, strict, stages="train,evaluate,gate,score,publish")
+    gate = summary["stages"]["gate"]
+    assert gate["decision"] == "fail" and gate["serving_version"].startswith("popularity-")
+    with psycopg.connect(strict.database_url) as conn:
+        status = dict(conn.execute("SELECT kind, status FROM recsys.models").fetchall())
+        reasons = {r[0] for r in conn.execute("SELECT DISTINCT reason FROM recsys.current_recommendations").fetchall()}
+    assert status == {"cooc": "rejected", "popularity": "champion"}
+    assert reasons == {"popular"}

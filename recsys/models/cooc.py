@@ -15,6 +15,7 @@ import scipy.sparse as sp
 
 from recsys.data.interactions import Interactions
 from recsys.models.base import write_meta
+from recsys.models.popularity import PopularityModel
 
 # Stronger behaviours say more about what goes together (index = schema.EVENT_TYPES).
 EVENT_WEIGHT = np.array([1.0, 2.0, 3.0, 4.0, 2.0], dtype=np.float32)
@@ -31,8 +32,11 @@ class CooccurrenceModel:
     # Only the user's last items drive the list; older taste is mostly stale.
     history_len: int = 20
     history_decay: float = 0.8
-    # Small prior so users whose items have no neighbours still get sensible lists.
-    popularity_prior: float = 0.01
+    # Share of the score from recent popularity (each user's co-occurrence scores are scaled to
+    # [0, 1] first, so the blend means the same on every dataset); new items and trends live there.
+    popularity_prior: float = 0.3
+    # Recent popularity looks back this far (as the popularity baseline does).
+    popularity_window_days: int = 7
     # 0.5 = cosine; lower favours niche neighbours.
     alpha: float = 0.5
     kind: str = field(default="cooc", init=False)
@@ -40,6 +44,7 @@ class CooccurrenceModel:
     def __post_init__(self) -> None:
         self.sim = sp.csr_matrix((0, 0), dtype=np.float32)
         self.pop = np.zeros(0, dtype=np.float32)
+        self.recent = np.zeros(0, dtype=np.float32)
 
     def fit(self, train: Interactions, valid=None) -> "CooccurrenceModel":
         n = train.n_items
@@ -59,6 +64,7 @@ class CooccurrenceModel:
             shape=(n, n), dtype=np.float32,
         ).tocsr()
         self.pop = np.bincount(item, weights=weight, minlength=n).astype(np.float32)
+        self.recent = PopularityModel(self.popularity_window_days).fit(train).counts
         norm_a = np.power(np.maximum(self.pop, 1.0), self.alpha)
         norm_b = np.power(np.maximum(self.pop, 1.0), 1.0 - self.alpha)
         sim = sp.diags(1.0 / norm_a) @ counts @ sp.diags(1.0 / norm_b)
@@ -81,8 +87,9 @@ class CooccurrenceModel:
 
     def score(self, histories: list[np.ndarray]) -> np.ndarray:
         scores = np.asarray((self._history_matrix(histories) @ self.sim).todense(), dtype=np.float32)
-        prior = np.log1p(self.pop) / max(np.log1p(self.pop.max(initial=0.0)), 1e-9)
-        return scores + self.popularity_prior * prior
+        scores /= np.maximum(scores.max(axis=1, keepdims=True), 1e-12)
+        prior = np.log1p(self.recent) / max(np.log1p(self.recent.max(initial=0.0)), 1e-9)
+        return (1.0 - self.popularity_prior) * scores + self.popularity_prior * prior
 
     def explain(self, history: np.ndarray, items: np.ndarray) -> list[str]:
         tail = np.asarray(history[-self.history_len :], dtype=np.int64)
@@ -98,10 +105,12 @@ class CooccurrenceModel:
         write_meta(path, self.kind, {k: v for k, v in asdict(self).items() if k != "kind"})
         sp.save_npz(path / "sim.npz", self.sim)
         np.save(path / "pop.npy", self.pop)
+        np.save(path / "recent.npy", self.recent)
 
     def load_state(self, path: Path) -> None:
         self.sim = sp.load_npz(path / "sim.npz").tocsr().astype(np.float32)
         self.pop = np.load(path / "pop.npy")
+        self.recent = np.load(path / "recent.npy")
 
 
 def _top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:

@@ -203,42 +203,68 @@ def gate(ds, settings: Settings | None = None, force_promote: bool = False, forc
         decision=decision.decision, reasons=decision.reasons, forced_by=forced_by if decision.decision == "forced" else None,
     )
     serving = ev["model_version"] if decision.promote else ev["champion_version"]
+    reasons = list(decision.reasons)
     if serving is None:
-        # No champion exists yet and the challenger failed: nothing may serve tonight.
-        raise InputError(f"gate refused the first model {ev['model_version']}: " + "; ".join(decision.reasons))
-    result = {"decision": decision.decision, "promote": decision.promote, "reasons": decision.reasons, "serving_version": serving}
+        # First night and the challenger failed: the popularity baseline it lost to serves,
+        # so apps get lists, and it becomes the champion the next challenger must beat.
+        serving = _bootstrap_popularity(day, settings, lake)
+        reasons.append(f"no champion yet: {serving} serves until a model passes the gate")
+    result = {"decision": decision.decision, "promote": decision.promote, "reasons": reasons, "serving_version": serving}
     log.info("gate %s for %s: %s", decision.decision, day, "; ".join(decision.reasons))
     return _save(lake, day, "gate", result)
 
 
+def _bootstrap_popularity(day: dt.date, settings: Settings, lake: Lake) -> str:
+    from recsys.data.interactions import load_interactions
+    from recsys.models import build_model
+    from recsys.store.registry import promote_baseline
+
+    fingerprint = _fingerprint(lake.features(day) / "events")
+    version = f"popularity-{day.isoformat()}-{fingerprint[:8]}"
+    model = build_model("popularity").fit(load_interactions(lake.features(day)).in_splits("train", "valid"))
+    model.save(lake.models_root / version)
+    promote_baseline(
+        _db(settings), version=version, ds=day, kind="popularity", path=str(lake.models_root / version),
+        fingerprint=fingerprint,
+    )
+    return version
+
+
 # --- 7. score --------------------------------------------------------------------------------
 def score(ds, settings: Settings | None = None) -> dict:
-    """Top-K for every user active in the history window, with the serving model."""
+    """Top-K for every active user and similar items, with the serving model."""
     from recsys.serve.batch import score_all_users
 
     day, settings, lake = _ctx(ds, settings)
     t0 = time.perf_counter()
     serving = load_result(lake, day, "gate")["serving_version"]
-    result = score_all_users(lake, day, lake.models_root / serving, k=settings.top_k)
+    result = score_all_users(
+        lake, day, lake.models_root / serving, k=settings.top_k, exclude=settings.exclude,
+        block_users=settings.score_block_users, device=settings.device,
+        diversity_lambda=settings.diversity_lambda, similar_k=settings.similar_k,
+        text_vectors_path=lake.embeddings(day) / "item_text.npy",
+    )
     result.update(model_version=serving, seconds=round(time.perf_counter() - t0, 2))
     return _save(lake, day, "score", result)
 
 
 # --- 8. publish ------------------------------------------------------------------------------
 def publish(ds, settings: Settings | None = None, run_id: str | None = None) -> dict:
-    """COPY tonight's lists into a side partition, validate, switch atomically."""
+    """COPY tonight's lists into side partitions, validate, switch atomically."""
     from recsys.store.publish import publish_batch
 
     day, settings, lake = _ctx(ds, settings)
     scored = load_result(lake, day, "score")
-    known = set(_items(lake, day).column(S.ITEM_ID).to_pylist())
+    known = _items(lake, day).column(S.ITEM_ID)
+    similar = scored.get("similar_path")
     res = publish_batch(
         _db(settings), ds=day, model_version=scored["model_version"], recs_path=Path(scored["path"]),
-        k=settings.top_k, run_id=run_id, expected_users=scored["users"], known_items=known,
+        k=settings.top_k, run_id=run_id, expected_users=scored["users"], expected_rows=scored.get("expected_rows"),
+        known_items=known, similar_path=Path(similar) if similar else None, similar_k=settings.similar_k,
     )
     result = {
         "batch_id": res.batch_id, "rows": res.rows, "users": res.users, "seconds": round(res.seconds, 2),
-        "replaced_batch_ids": list(res.replaced_batch_ids),
+        "replaced_batch_ids": list(res.replaced_batch_ids), "similar_rows": res.similar_rows,
     }
     return _save(lake, day, "publish", result)
 

@@ -65,3 +65,11 @@ def record_decision(
             conn.execute(
                 "UPDATE recsys.models SET status = 'rejected' WHERE model_version = %s AND promoted_at IS NULL", (version,)
             )
+
+
+def promote_baseline(url: str, *, version: str, ds: dt.date, kind: str, path: str, fingerprint: str) -> None:
+    """Register a baseline model and make it the champion (first night, no model passed yet)."""
+    register_model(url, version=version, ds=ds, kind=kind, path=path, config={"model_kind": kind}, fingerprint=fingerprint)
+    with connect(url) as conn, conn.transaction():
+        conn.execute("UPDATE recsys.models SET status = 'retired' WHERE status = 'champion' AND model_version <> %s", (version,))
+        conn.execute("UPDATE recsys.models SET status = 'champion', promoted_at = now() WHERE model_version = %s", (version,))
