@@ -98,6 +98,7 @@ def recsys_nightly():
         force = bool(params.get(PARAM_FORCE_PROMOTE))
         result = stages.gate(ds, _settings(params), force_promote=force, forced_by=f"airflow:{run_id}" if force else None)
         print(f"gate {result['decision']}: " + "; ".join(result["reasons"]))
+        print(f"evaluation report: {result['report']}")
         return "promote_challenger" if result["promote"] else "keep_champion"
 
     @task

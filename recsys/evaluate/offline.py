@@ -55,12 +55,36 @@ def evaluate_model(model, cases: EvalCases, ctx: EvalContext, k: int = 20) -> di
     short = np.array([len(h) <= SHORT_HISTORY for h in cases.histories], dtype=bool)
     if short.any():
         report["short_history_ndcg@10"] = M.ranking_report(items[short], [cases.targets[i] for i in np.flatnonzero(short)], ks=(10,))["ndcg@10"]
+    report["curves"] = _curves(items[:, :10], cases, ctx)
     if ctx.new_items is not None:
         new_t = [t[ctx.new_items[t]] for t in cases.targets]
         keep = np.array([len(t) > 0 for t in new_t], dtype=bool)
         if keep.any():
             report["new_items_hr@10"] = M.ranking_report(items[keep], [new_t[i] for i in np.flatnonzero(keep)], ks=(10,))["hr@10"]
     return report
+
+
+HISTORY_BUCKETS = (1, 3, 6, 11, 21, 51)
+
+
+def _curves(top10: np.ndarray, cases: EvalCases, ctx: EvalContext) -> dict:
+    """Data behind the report's plots: NDCG@10 by history length, exposure by popularity decile."""
+    lengths = np.array([len(h) for h in cases.histories])
+    hits, n = M.hit_matrix(top10, cases.targets)
+    by_len = []
+    edges = (*HISTORY_BUCKETS, np.inf)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (lengths >= lo) & (lengths < hi)
+        if m.any():
+            label = f"{lo}-{int(hi) - 1}" if np.isfinite(hi) else f"{lo}+"
+            by_len.append({"bucket": label, "users": int(m.sum()), "ndcg@10": M.ndcg(hits[m], n[m])})
+    # Items sorted by popularity into ten equal groups: how much exposure does each group get?
+    order = np.argsort(-ctx.item_popularity, kind="stable")
+    decile = np.empty(len(order), dtype=np.int64)
+    decile[order] = np.arange(len(order)) * 10 // max(len(order), 1)
+    exposure = np.bincount(decile[top10.ravel()], minlength=10) / max(top10.size, 1)
+    interactions = np.bincount(decile, weights=ctx.item_popularity, minlength=10) / max(ctx.item_popularity.sum(), 1)
+    return {"ndcg_by_history": by_len, "exposure_by_decile": exposure.tolist(), "interactions_by_decile": interactions.tolist()}
 
 
 def compare_models(features_dir: Path, challenger: Path, champion: str | None, k: int = 10) -> dict:

@@ -210,6 +210,10 @@ def gate(ds, settings: Settings | None = None, force_promote: bool = False, forc
         serving = _bootstrap_popularity(day, settings, lake)
         reasons.append(f"no champion yet: {serving} serves until a model passes the gate")
     result = {"decision": decision.decision, "promote": decision.promote, "reasons": reasons, "serving_version": serving}
+    from recsys.evaluate.report import write_report
+
+    report = lake.models_root / ev["model_version"] / f"report-{day.isoformat()}.html"
+    result["report"] = str(write_report(report, day.isoformat(), ev, result, lake.root / "runs"))
     log.info("gate %s for %s: %s", decision.decision, day, "; ".join(decision.reasons))
     return _save(lake, day, "gate", result)
 
