@@ -27,3 +27,26 @@ def published(url: str) -> list[tuple]:
 
 # A tiny but real synthetic log: enough users for the split, few enough for a fast suite.
 TINY = dict(n_users=150, n_items=120, days=12, end_date=dt.date(2026, 11, 27), seed=3)
+
+
+def interactions_from_raw(lake_root, ds: dt.date, holdout_days: int = 1):
+    """Generated raw events -> Interactions with a by-day split, without Spark (fast unit tests)."""
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    from recsys.data.interactions import EVENT_CODE, Interactions
+
+    t = pads.dataset(f"{lake_root}/raw/events", format="parquet", partitioning="hive").to_table()
+    users, user = np.unique(t.column("user_id").to_numpy(zero_copy_only=False).astype(str), return_inverse=True)
+    _, item = np.unique(t.column("item_id").to_numpy(zero_copy_only=False).astype(str), return_inverse=True)
+    ts = pc.cast(t.column("ts"), "int64").to_numpy()
+    day_us = 86_400_000_000
+    end = (np.datetime64(ds) - np.datetime64("1970-01-01")).astype("timedelta64[D]").astype(np.int64) * day_us
+    split = np.where(ts >= end - (holdout_days - 1) * day_us, 2, np.where(ts >= end - holdout_days * 2 * day_us + day_us, 1, 0))
+    event = np.array([EVENT_CODE[e] for e in t.column("event_type").to_pylist()], np.int8)
+    order = np.lexsort((ts, user))
+    return Interactions(
+        users, user[order].astype(np.int32), item[order].astype(np.int32), event[order], ts[order],
+        np.full(len(ts), np.nan, np.float32), split[order].astype(np.int8), int(item.max()) + 1,
+    )

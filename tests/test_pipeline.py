@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -116,3 +117,19 @@ def test_first_night_failing_gate_serves_popularity(ran, pg_url):
         reasons = {r[0] for r in conn.execute("SELECT DISTINCT reason FROM recsys.current_recommendations").fetchall()}
     assert status == {"cooc": "rejected", "popularity": "champion"}
     assert reasons == {"popular"}
+
+
+def test_forced_promotion_is_recorded(ran):
+    from recsys.pipeline import stages
+
+    settings, _ = ran
+    strict = settings.model_copy(update={"gate_margin_vs_popularity": 10.0})
+    result = stages.gate(DS, strict, force_promote=True, forced_by="test-operator")
+    assert result["decision"] == "forced" and result["promote"]
+    assert result["reasons"][0].startswith("forced promotion despite")
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute(
+            "SELECT decision, forced_by FROM recsys.evaluations WHERE ds = %s ORDER BY evaluation_id DESC LIMIT 1", (DS,)
+        ).fetchone()
+    assert row == ("forced", "test-operator")
+    assert Path(result["report"]).exists()
