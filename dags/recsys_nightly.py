@@ -18,16 +18,73 @@ API (`POST /api/v2/backfills`).
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
+from pathlib import Path
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 DAG_ID = "recsys_nightly"
 PARAM_TOP_K = "top_k"
 PARAM_FORCE_PROMOTE = "force_promote"
 GPU_POOL = "gpu"
+# Celery/Kubernetes route training to workers that own a GPU; LocalExecutor ignores queues.
+GPU_QUEUE = "gpu"
+# Updated by every successful publish: downstream DAGs can run on `schedule=[RECOMMENDATIONS]`.
+# An `x-` scheme is never rewritten by a provider's URI normaliser, whatever is installed.
+RECOMMENDATIONS = Asset(
+    name="recsys_recommendations",
+    uri="x-recsys://recommendations",
+    group="recsys",
+    extra={"view": "recsys.current_recommendations"},
+)
+
+
+# validate and features run in-process (local[*] Spark) unless a Spark connection is configured;
+# then they go through spark-submit. Decided at parse time from the environment only (a
+# metadata-database lookup while parsing is discouraged): RECSYS_SPARK_CONN_ID names the
+# connection, or AIRFLOW_CONN_SPARK_DEFAULT defines `spark_default`.
+SPARK_CONN_ENV = "RECSYS_SPARK_CONN_ID"
+SPARK_JOBS = Path(__file__).resolve().parent.parent / "spark_jobs"
+
+
+def spark_conn_id() -> str | None:
+    """The Airflow connection to spark-submit the Spark jobs through; None means in-process."""
+    if os.environ.get(SPARK_CONN_ENV):
+        return os.environ[SPARK_CONN_ENV]
+    if os.environ.get("AIRFLOW_CONN_SPARK_DEFAULT"):
+        return "spark_default"
+    return None
+
+
+def _spark_submit(job: str, conn_id: str):
+    """`spark-submit spark_jobs/<job>.py --ds <ds>`; the job reads the same RECSYS_* settings
+    (lake root, thresholds) from the environment as the in-process tasks."""
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    return SparkSubmitOperator(
+        task_id=job,
+        application=str(SPARK_JOBS / f"{job}.py"),
+        application_args=["--ds", "{{ ds }}"],
+        conn_id=conn_id,
+        name=f"recsys-{job}-{{{{ ds }}}}",
+    )
+
+
+def _record_failure(context) -> None:
+    """on_failure_callback: the failed task, its try number and a one-line cause into recsys.batches.
+
+    Runs once a task has failed for good (after its retries); it never raises, so a broken
+    database cannot hide the task's own error.
+    """
+    try:
+        from recsys.store.runlog import record_task_failure
+
+        record_task_failure(context)
+    except Exception as err:  # even an import error must not escape a callback
+        print(f"recording the failure in recsys.batches failed: {err}")
 
 
 def _settings(params: dict):
@@ -48,7 +105,10 @@ def _settings(params: dict):
         "retries": 2,
         "retry_delay": timedelta(minutes=2),
         "retry_exponential_backoff": True,
+        # Backoff doubles from retry_delay; a flapping dependency is retried within the night.
+        "max_retry_delay": timedelta(minutes=30),
         "execution_timeout": timedelta(hours=2),
+        "on_failure_callback": _record_failure,
     },
     params={
         PARAM_TOP_K: Param(50, type="integer", minimum=1, maximum=1000, description="Recommendations per user"),
@@ -76,7 +136,7 @@ def recsys_nightly():
 
         return stages.encode(ds, _settings(params))
 
-    @task(pool=GPU_POOL, execution_timeout=timedelta(hours=6))
+    @task(pool=GPU_POOL, queue=GPU_QUEUE, execution_timeout=timedelta(hours=6))
     def train(_f: dict, _e: dict, ds=None, params=None) -> dict:
         from recsys.pipeline import stages
 
@@ -116,11 +176,21 @@ def recsys_nightly():
 
         return stages.score(ds, _settings(params))
 
-    @task(retries=3)
-    def publish(_: dict, ds=None, params=None, run_id=None) -> dict:
-        from recsys.pipeline import stages
+    @task(retries=3, execution_timeout=timedelta(minutes=30), outlets=[RECOMMENDATIONS])
+    def publish(_: dict, ds=None, params=None, run_id=None, outlet_events=None) -> dict:
+        """Switch tonight's batch in, then store the run summary on it and print it to this log."""
+        import json
 
-        return stages.publish(ds, _settings(params), run_id=run_id)
+        from recsys.pipeline import stages
+        from recsys.store.runlog import summarise_published_run
+
+        settings = _settings(params)
+        result = stages.publish(ds, settings, run_id=run_id)
+        summary = summarise_published_run(settings, ds, result["batch_id"], run_id=run_id)
+        print("run summary: " + json.dumps(summary, default=str))
+        if outlet_events is not None:  # what a downstream DAG sees in its triggering asset event
+            outlet_events[RECOMMENDATIONS].extra = {"ds": ds, "batch_id": result["batch_id"], "rows": result["rows"]}
+        return result
 
     @task
     def retention(_: dict, ds=None, params=None) -> dict:
@@ -128,7 +198,13 @@ def recsys_nightly():
 
         return stages.retention(ds, _settings(params))
 
-    feats = features(validate())
+    conn_id = spark_conn_id()
+    if conn_id:
+        feats = _spark_submit("features", conn_id)
+        _spark_submit("validate", conn_id) >> feats
+        feats = feats.output  # None: a spark-submit task returns nothing; the edge is what counts
+    else:
+        feats = features(validate())
     trained = train(feats, encode(feats))
     decision = gate(evaluate(trained))
     scored = score()

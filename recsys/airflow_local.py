@@ -48,3 +48,225 @@ def prepare(home: Path) -> dict:
     airflow(["db", "migrate"], env, capture=True)
     airflow(["pools", "set", "gpu", "1", "Training: one model on the accelerator at a time"], env, capture=True)
     return env
+
+
+# --------------------------------------------------------------------------- local servers
+#
+# The long-running components of a real deployment (api-server, scheduler, dag-processor) on
+# 127.0.0.1, for backfills from the UI, the CLI and the REST API on one machine, and for tests.
+# Each component runs in its own process group, so stopping it also stops what it started
+# (LocalExecutor workers, task processes, their Spark JVMs) and nothing else.
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor")
+DEFAULT_USER = "admin"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def server_env(
+    home: Path, port: int, extra: dict | None = None, *, password: str, user: str = DEFAULT_USER,
+    use_job_schedule: bool = True, parallelism: int = 2,
+) -> dict:
+    """Environment shared by every component so that they find each other on 127.0.0.1:`port`.
+
+    The JWT secret must be the same in the scheduler (which signs each task's token) and the
+    api-server (whose execution API checks it); it is derived per home so restarts keep it.
+    """
+    import hashlib
+    import json
+
+    home = Path(home).resolve()
+    passwords = home / "simple_auth_manager_passwords.json"
+    passwords.write_text(json.dumps({user: password}) + "\n")
+    passwords.chmod(0o600)
+    secret = hashlib.sha256(f"{home}:{password}".encode()).hexdigest()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{user}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__API__BASE_URL": base,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API__SECRET_KEY": secret[:32],
+        "AIRFLOW__API_AUTH__JWT_SECRET": secret[32:],
+        # No scheduled runs when only backfills are wanted (tests, a one-off catch-up).
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(use_job_schedule),
+        # A new or edited DAG file shows up within seconds rather than minutes.
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+    }
+    env.update(extra or {})
+    return airflow_env(home, env)
+
+
+class LocalAirflow:
+    """api-server, scheduler and dag-processor on 127.0.0.1, started and stopped by this object.
+
+        with LocalAirflow(home, extra_env={"RECSYS_LAKE_ROOT": ...}) as af:
+            token = af.token()
+            af.api("PATCH", "/api/v2/dags/recsys_nightly", token, json={"is_paused": False})
+
+    `home` must be prepared (`prepare(home)`); logs of each component go to `home/logs/<name>.out`.
+    """
+
+    def __init__(
+        self, home: Path, extra_env: dict | None = None, *, port: int | None = None,
+        components: tuple[str, ...] = COMPONENTS, password: str | None = None, use_job_schedule: bool = True,
+        parallelism: int = 2,
+    ):
+        import secrets
+
+        self.home = Path(home).resolve()
+        self.port = port or free_port()
+        self.user = DEFAULT_USER
+        self.password = password or secrets.token_urlsafe(12)
+        self.components = components
+        self.env = server_env(
+            self.home, self.port, extra_env, password=self.password, user=self.user,
+            use_job_schedule=use_job_schedule, parallelism=parallelism,
+        )
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LocalAirflow:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _command(self, name: str) -> list[str]:
+        exe = str(Path(sys.executable).parent / "airflow")
+        if name == "api-server":
+            return [exe, "api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        if name == "scheduler":
+            return [exe, "scheduler", "--skip-serve-logs"]
+        if name == "dag-processor":
+            return [exe, "dag-processor"]
+        if name == "triggerer":
+            return [exe, "triggerer", "--skip-serve-logs"]
+        raise ValueError(f"unknown Airflow component {name!r}")
+
+    def start(self, timeout: float = 240.0) -> None:
+        """Start the components and wait until the API answers; RecsysError naming a component that died."""
+        import time
+
+        logs = self.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for name in self.components:
+            self.logs[name] = logs / f"{name}.out"
+            with open(self.logs[name], "ab") as out:
+                # Own session = own process group: stop() signals exactly this tree.
+                self.procs[name] = subprocess.Popen(
+                    self._command(name), env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.home,
+                )
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            if "api-server" not in self.procs or self._answers():
+                return
+            if time.monotonic() > deadline:
+                raise RecsysError(f"the Airflow api-server did not answer on {self.url} within {timeout:.0f}s\n{self.tail()}")
+            time.sleep(1.0)
+
+    def _answers(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(f"{self.url}/api/v2/monitor/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RecsysError(f"Airflow {name} exited with code {proc.returncode}\n{self.tail(name)}")
+
+    def stop(self, grace: float = 20.0) -> None:
+        """SIGTERM each component's process group, SIGKILL what is left after `grace` seconds."""
+        import os
+        import signal
+        import time
+
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + grace
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.procs.values():
+            # Children (task processes, JVMs) may outlive their leader: the group id is still the leader's pid.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if proc.poll() is None:
+                proc.wait(timeout=10)
+
+    # --- the REST API -------------------------------------------------------------------------
+
+    def token(self) -> str:
+        """A JWT for the REST API from the simple auth manager (POST /auth/token)."""
+        import httpx
+
+        r = httpx.post(f"{self.url}/auth/token", json={"username": self.user, "password": self.password}, timeout=30)
+        if r.status_code not in (200, 201):
+            raise RecsysError(f"POST /auth/token: HTTP {r.status_code}: {r.text[:300]}")
+        return r.json()["access_token"]
+
+    def api(self, method: str, path: str, token: str, **kwargs):
+        """One REST call; returns the httpx.Response whatever its status."""
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=kwargs.pop("timeout", 60), **kwargs)
+
+    def tail(self, name: str | None = None, lines: int = 40) -> str:
+        """The last lines of the components' logs (one, or all)."""
+        names = [name] if name else list(self.logs)
+        parts = []
+        for n in names:
+            path = self.logs.get(n)
+            if path and path.exists():
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+                parts.append(f"--- {path} (last {len(text)} lines)\n" + "\n".join(text))
+        return "\n".join(parts)
+
+    def task_logs(self, dag_id: str, run_id: str | None = None, task_ids=None, lines: int = 30) -> str:
+        """Tails of the task logs under home/logs/dag_id=<dag_id> (one run and some tasks, or all)."""
+        root = self.home / "logs" / f"dag_id={dag_id}"
+        if run_id:
+            root = root / f"run_id={run_id}"
+        parts = []
+        for path in sorted(root.rglob("*.log")) if root.exists() else []:
+            if task_ids and not any(f"task_id={t}" in path.parts for t in task_ids):
+                continue
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {path}\n" + "\n".join(text))
+        return "\n".join(parts) or f"(no task logs under {root})"

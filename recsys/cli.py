@@ -40,6 +40,14 @@ def cmd_generate(args) -> dict:
     return summary
 
 
+def cmd_import(args) -> dict:
+    from recsys.importers import import_dataset
+
+    summary = import_dataset(args.format, Path(args.path), Path(_settings(args).lake_root))
+    print(json.dumps(summary, default=str))
+    return summary
+
+
 def cmd_run(args) -> dict:
     from recsys.pipeline.run import run_pipeline
 
@@ -54,6 +62,18 @@ def cmd_stage(args) -> dict:
     result = getattr(stages, args.name)(args.date, _settings(args))
     print(json.dumps(result, default=str, indent=2))
     return result
+
+
+def cmd_benchmark(args) -> None:
+    from recsys.benchmark import ALL_MODELS, print_report, run_benchmark, summary_line
+
+    models = [m.strip() for m in args.models.split(",")] if args.models else list(ALL_MODELS)
+    overrides = {"max_epochs": args.epochs} if args.epochs else {}
+    result = run_benchmark(args.format, Path(args.path), args.protocol, models, _settings(args), overrides)
+    print_report(result)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2, default=str))
+    print(summary_line(result))
 
 
 def cmd_db(args) -> None:
@@ -101,16 +121,39 @@ def cmd_query(args) -> None:
 
 
 def cmd_status(args) -> None:
-    from recsys.store.queries import recent_batches
+    """The last batches from recsys.batches: state, counts, gate decision, seconds per stage, errors."""
+    from recsys.store.db import resolve_url
+    from recsys.store.runlog import format_runs, recent_runs
 
-    for b in recent_batches(_settings(args), limit=args.limit):
-        print(" ".join(f"{k}={v}" for k, v in b.items()))
+    rows = recent_runs(resolve_url(_settings(args)), limit=args.limit)
+    if args.json:
+        print(json.dumps(rows, default=str, indent=2))
+    elif not rows:
+        print("no batches yet (run the DAG or `recsys run --date D`)")
+    else:
+        print(format_runs(rows))
 
 
 def cmd_demo(args) -> None:
     from recsys.demo import run_demo
 
     run_demo(_settings(args), users=args.users, items=args.items, days=args.days)
+
+
+def cmd_bench(args) -> dict:
+    """Benchmarks against a throw-away embedded PostgreSQL; the last line printed is one JSON object."""
+    if args.action == "publish":
+        from recsys.bench.publish import run
+
+        return run(rows=args.rows, repeats=args.repeats, k=args.bench_k)
+    if args.action == "score":
+        from recsys.bench.score import run
+
+        return run(users=args.users, items=args.items, k=args.bench_k, repeats=args.repeats,
+                   block_users=args.block_users, device=args.device)
+    from recsys.bench.readers import run
+
+    return run(rows=args.rows, readers=args.readers, k=args.bench_k, publishes=args.publishes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-ratings", action="store_true", help="omit explicit rating events")
     s.set_defaults(func=cmd_generate)
 
+    from recsys.importers import FORMATS
+
+    s = sub.add_parser("import", help="import a public dataset into the raw lake (then run the pipeline on it)")
+    s.add_argument("--format", required=True, metavar="FORMAT", help=f"one of: {', '.join(FORMATS)}")
+    s.add_argument("--path", required=True, help="the dataset's folder (amazon-seq: its file or folder)")
+    s.set_defaults(func=cmd_import)
+
     from recsys.pipeline.stages import STAGES
 
     s = sub.add_parser("run", help="one pipeline run for a date, without Airflow")
@@ -151,6 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--date", required=True)
     s.set_defaults(func=cmd_stage)
 
+    s = sub.add_parser(
+        "benchmark",
+        help="offline benchmark on a public dataset: import -> features -> train -> evaluate (no Airflow, no PostgreSQL)",
+    )
+    s.add_argument("--format", required=True, help="importer: movielens, retailrocket, amazon-seq, unisrec")
+    s.add_argument("--path", required=True, help="dataset folder or file")
+    s.add_argument("--protocol", choices=["loo", "temporal"], default="loo")
+    s.add_argument("--models", help="comma-separated (default: every model and ablation plus baselines)")
+    s.add_argument("--epochs", type=int, help="override the neural models' maximum epochs")
+    s.add_argument("--out", help="also write the full result as JSON to this file")
+    s.set_defaults(func=cmd_benchmark)
+
     s = sub.add_parser("db", help="the recommendation store: migrate, url, psql, stop")
     s.add_argument("action", choices=["migrate", "url", "psql", "stop"])
     s.set_defaults(func=cmd_db)
@@ -160,9 +222,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--k", type=int)
     s.set_defaults(func=cmd_query)
 
-    s = sub.add_parser("status", help="the last published batches")
+    s = sub.add_parser("status", help="the last runs: batches, gate decisions, seconds per stage, failures")
     s.add_argument("--limit", type=int, default=10)
+    s.add_argument("--json", action="store_true", help="the rows with their full run summaries, as JSON")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser(
+        "bench", help="benchmarks: publish (vs raw COPY and to_sql), score (vs bare matmul), readers (latency)",
+        description="Each prints a table and, as its last line, one JSON object. publish and readers run an "
+        "embedded PostgreSQL in a temporary folder. Figures and commands: docs/BENCHMARKS.md.",
+    )
+    s.add_argument("action", choices=["publish", "score", "readers"])
+    s.add_argument("--rows", type=int, default=1_000_000, help="publish, readers: rows per batch (default 1000000)")
+    s.add_argument("--users", type=int, default=20_000, help="score: users (default 20000)")
+    s.add_argument("--items", type=int, default=20_000, help="score: catalogue items (default 20000)")
+    s.add_argument("--k", dest="bench_k", metavar="K", type=int, default=50, help="list length (default 50)")
+    s.add_argument("--repeats", type=int, default=3, help="publish, score: runs of each method; the best counts")
+    s.add_argument("--block-users", type=int, help="score: users per block (default: RECSYS_SCORE_BLOCK_USERS)")
+    s.add_argument("--device", default="cpu", help="score: cpu, cuda or auto (default cpu)")
+    s.add_argument("--readers", type=int, default=50, help="readers: concurrent readers (default 50)")
+    s.add_argument("--publishes", type=int, default=3, help="readers: batches published while reading (default 3)")
+    s.set_defaults(func=cmd_bench)
     return p
 
 

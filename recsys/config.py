@@ -40,6 +40,17 @@ class Settings(BaseSettings):
     top_k: int = Field(50, ge=1, le=1000)
     # Batches older than this are dropped; a week lets a bad night be rolled back by hand.
     retention_days: int = Field(7, ge=1)
+    # Users scored per block: scoring holds block x catalogue float32 scores at a time
+    # (1024 users x 100k items = 400 MB); big enough that the matrix multiply runs at full speed.
+    score_block_users: int = Field(1024, ge=1, le=1_000_000)
+    # Never recommended again to a user: 'purchased' items (people re-view but rarely re-buy),
+    # 'seen' (anything they interacted with) or 'none'.
+    exclude: Literal["purchased", "seen", "none"] = "purchased"
+    # MMR re-rank by category: 0 keeps pure relevance order; ~0.3 trades a little relevance for
+    # lists that span more categories.
+    diversity_lambda: float = Field(0.0, ge=0.0, le=1.0)
+    # Neighbours per item in the similar-items lists; a product-page shelf rarely shows more.
+    similar_k: int = Field(20, ge=1, le=1000)
 
     # --- features (Spark) ---
     # In-process Spark by default; set spark://host:7077 or yarn to run on a cluster.
@@ -67,8 +78,13 @@ class Settings(BaseSettings):
     text_max_length: int = Field(64, ge=8, le=512)
 
     # --- model ---
-    # `cooc`: popularity + item co-occurrence, the always-available baseline model.
-    model_kind: Literal["cooc"] = "cooc"
+    # `mtrl`: the multi-task RL sequence model over item text (docs/MODEL.md);
+    # `cooc`: item co-occurrence blended with recent popularity (fast, no torch training).
+    model_kind: Literal["mtrl", "cooc"] = "cooc"
+    # mtrl only: `full` or an ablation (no_text, no_q, no_behaviour, sasrec_ce).
+    model_preset: Literal["full", "no_text", "no_q", "no_behaviour", "sasrec_ce"] = "full"
+    # mtrl only: upper bound on epochs (early stopping on validation NDCG@10 usually ends sooner).
+    model_epochs: int | None = Field(None, ge=1)
     # `auto` picks CUDA when torch sees a GPU, else CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # One seed drives data generation, splits and training so runs are reproducible.

@@ -1,10 +1,254 @@
-"""Top-K over the full catalogue in blocks of users: the one ranking routine for evaluation and serving."""
+"""Top-K over the full catalogue in blocks of users: the one ranking routine for evaluation and serving.
+
+Two ways to get a block's (B, I) scores, one way to rank them:
+
+- fast path, for factorised models (see `Factorised`): item vectors are put on the device once;
+  per block, `user_vectors(histories)` (B, D) times the item matrix is one matmul on the
+  device (CPU or CUDA), written into a reused buffer;
+- fallback, for any other `Recommender`: `model.score(histories)` (B, I) in numpy.
+
+Then, in torch on the device: unavailable items are out of the matrix (fast path) or masked,
+each user's exclusions are masked with one scatter, `torch.topk` takes the K best, and an
+optional MMR re-rank diversifies by category. Memory is bounded by `block_users` x catalogue
+scores at a time (`Settings.score_block_users`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
 import numpy as np
+import torch
 
 from recsys.models.base import Recommender
+
+# With MMR on, the re-rank picks K out of this many x K best-scored items per user.
+MMR_POOL = 4
+# Explanations look at the user's last items only, as the models do.
+EXPLAIN_HISTORY = 20
+
+
+@runtime_checkable
+class Factorised(Protocol):
+    """Optional methods of a `Recommender` whose score is a dot product: score = U @ V.T.
+
+    A model that offers both gets the fast path; biases fold into the vectors (a constant 1
+    in the user vector, the bias in the item vector). `score` must equal
+    `user_vectors(h) @ item_vectors().T`.
+    """
+
+    def user_vectors(self, histories: list[np.ndarray]) -> np.ndarray:
+        """(B,) item_idx sequences -> (B, D) float32."""
+
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, D) float32; row i is item_idx i."""
+
+
+def is_factorised(model) -> bool:
+    return callable(getattr(model, "user_vectors", None)) and callable(getattr(model, "item_vectors", None))
+
+
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """`auto` -> CUDA when torch sees a GPU, else CPU; `cuda` without a GPU is an error."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        from recsys.errors import ConfigError
+
+        raise ConfigError("device 'cuda' requested but torch sees no GPU (set RECSYS_DEVICE=cpu or auto)")
+    return torch.device(device)
+
+
+@dataclass
+class Ranking:
+    """Per user: the K best items, their scores, and how many items could have been recommended."""
+
+    items: np.ndarray  # (U, K) int64 item_idx, best first
+    scores: np.ndarray  # (U, K) float32; -inf marks slots past the end of a short list
+    candidates: np.ndarray  # (U,) int64: recommendable items (catalogue - unavailable - excluded)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.isfinite(self.scores).sum(axis=1)
+
+    def expected_rows(self) -> int:
+        """Rows a complete batch has: users x K within the exclusions."""
+        return int(np.minimum(self.candidates, self.items.shape[1]).sum())
+
+
+class _Ranker:
+    """The block loop: scores -> masks -> top-k (-> MMR), shared by both paths."""
+
+    def __init__(self, model, k: int, blocked, block_users: int, device, diversity_lambda: float, category):
+        self.model = model
+        self.k = k
+        self.block_users = max(1, int(block_users))
+        self.device = resolve_device(device)
+        self.lam = float(diversity_lambda)
+        self.category = None if category is None or self.lam <= 0 else np.asarray(category, dtype=np.int64)
+        self.blocked = None if blocked is None else np.asarray(blocked, dtype=bool)
+        self.fast = is_factorised(model)
+        self.width = None  # scored columns (the model's catalogue)
+        if self.fast:
+            vectors = np.asarray(model.item_vectors(), dtype=np.float32)
+            self.width = len(vectors)
+            self.allowed = self._allowed(self.width)
+            # Unavailable items leave the matrix: nothing to mask, less to multiply.
+            self.columns = None if self.allowed.all() else np.flatnonzero(self.allowed)
+            kept = vectors if self.columns is None else vectors[self.columns]
+            # (D, I) contiguous on the device: the layout a GEMM streams best.
+            self.item_t = torch.from_numpy(np.ascontiguousarray(kept.T)).to(self.device)
+            self.buffer = None
+
+    def _allowed(self, width: int) -> np.ndarray:
+        allowed = np.ones(width, dtype=bool)
+        if self.blocked is not None:
+            n = min(width, len(self.blocked))
+            allowed[:n] = ~self.blocked[:n]
+        return allowed
+
+    def _scores(self, histories: list[np.ndarray]) -> torch.Tensor:
+        """(B, W) float32 scores on the device; W = allowed items (fast path) or the model's catalogue."""
+        if self.fast:
+            users = torch.from_numpy(np.ascontiguousarray(self.model.user_vectors(histories), dtype=np.float32))
+            users = users.to(self.device)
+            b, w = len(histories), self.item_t.shape[1]
+            if self.buffer is None or self.buffer.shape[0] < b:  # the first block is the largest
+                self.buffer = torch.empty((b, w), dtype=torch.float32, device=self.device)
+            out = self.buffer[:b]
+            torch.matmul(users, self.item_t, out=out)
+            return out
+        scores = np.asarray(self.model.score(histories), dtype=np.float32)
+        if self.width is None:
+            self.width = scores.shape[1]
+            self.allowed = self._allowed(self.width)
+            self.columns = None
+            masked = np.flatnonzero(~self.allowed)
+            self.mask_cols = torch.from_numpy(masked).to(self.device) if len(masked) else None
+        out = torch.from_numpy(np.array(scores, dtype=np.float32, copy=True)).to(self.device)
+        if self.mask_cols is not None:
+            out.index_fill_(1, self.mask_cols, float("-inf"))
+        return out
+
+    def _exclusions(self, exclude: list[np.ndarray], n_cols: int) -> tuple[torch.Tensor | None, np.ndarray]:
+        """Flat indices into the (B, n_cols) block of every (user, excluded item) still in it, and
+        per user how many distinct recommendable items that removes."""
+        b = len(exclude)
+        lens = np.fromiter((len(e) for e in exclude), dtype=np.int64, count=b)
+        removed = np.zeros(b, dtype=np.int64)
+        if lens.sum() == 0:
+            return None, removed
+        rows = np.repeat(np.arange(b, dtype=np.int64), lens)
+        cols = np.concatenate(exclude).astype(np.int64, copy=False)
+        keep = (cols >= 0) & (cols < self.width)
+        rows, cols = rows[keep], cols[keep]
+        if self.columns is not None:  # fast path: items -> columns of the reduced matrix
+            where = np.full(self.width, -1, dtype=np.int64)
+            where[self.columns] = np.arange(len(self.columns))
+            cols = where[cols]
+        elif not self.fast and self.mask_cols is not None:  # fallback: blocked columns are masked already
+            cols = np.where(self.allowed[cols], cols, -1)
+        keep = cols >= 0
+        flat = np.unique(rows[keep] * n_cols + cols[keep])
+        removed = np.bincount(flat // n_cols, minlength=b)
+        return torch.from_numpy(flat).to(self.device), removed
+
+    def rank(self, histories: list[np.ndarray], exclude: list[np.ndarray] | None) -> Ranking:
+        n, k = len(histories), self.k
+        items = np.zeros((n, k), dtype=np.int64)
+        scores = np.full((n, k), -np.inf, dtype=np.float32)
+        candidates = np.zeros(n, dtype=np.int64)
+        for lo in range(0, n, self.block_users):
+            hi = min(lo + self.block_users, n)
+            s = self._scores(histories[lo:hi])
+            b, w = s.shape
+            allowed = w if self.fast else int(self.allowed.sum())
+            flat, removed = (None, np.zeros(b, np.int64)) if exclude is None else self._exclusions(exclude[lo:hi], w)
+            if flat is not None:
+                s.view(-1).index_fill_(0, flat, float("-inf"))
+            candidates[lo:hi] = allowed - removed
+            kk = min(k, w)
+            if kk == 0:
+                continue
+            pool = min(w, k * MMR_POOL) if self.category is not None else kk
+            vals, idx = torch.topk(s, pool, dim=1)
+            # NaN sorts above everything in topk and +inf is no score: only then sanitise the
+            # whole block (a full pass) and take the top again. Finite blocks never pay for it.
+            # (Checked in numpy: on a busy CPU each small torch op pays a thread-pool wake-up.)
+            top = vals.cpu().numpy()
+            if np.isnan(top).any() or np.isposinf(top).any():
+                s.nan_to_num_(nan=float("-inf"), posinf=float("-inf"), neginf=float("-inf"))
+                vals, idx = torch.topk(s, pool, dim=1)
+                top = vals.cpu().numpy()
+            if self.category is not None:
+                vals, idx = self._mmr(vals, idx, kk)
+                top = vals.cpu().numpy()
+            idx = idx.cpu().numpy()
+            items[lo:hi, :kk] = idx if self.columns is None else self.columns[idx]
+            scores[lo:hi, :kk] = top
+        return Ranking(items, scores, candidates)
+
+    def _mmr(self, vals: torch.Tensor, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy maximal marginal relevance over each user's pool, by category.
+
+        Step t picks argmax over the pool of (1 - lambda) * relevance - lambda * [category already
+        picked]; relevance is the score min-max scaled within the user's pool. Scores are kept.
+        """
+        b, pool = vals.shape
+        item_idx = idx if self.columns is None else torch.from_numpy(self.columns).to(idx.device)[idx]
+        cat = torch.from_numpy(self.category).to(idx.device)
+        n_cat = int(self.category.max(initial=-1)) + 2  # last code: no category, never penalised
+        codes = cat[item_idx.clamp(max=len(cat) - 1)]
+        codes = torch.where((item_idx < len(cat)) & (codes >= 0), codes, torch.full_like(codes, n_cat - 1))
+        valid = torch.isfinite(vals)
+        low = torch.where(valid, vals, torch.full_like(vals, float("inf"))).amin(dim=1, keepdim=True)
+        high = torch.where(valid, vals, torch.full_like(vals, float("-inf"))).amax(dim=1, keepdim=True)
+        rel = torch.where(valid, (vals - low) / (high - low).clamp(min=1e-12), torch.zeros_like(vals))
+        seen = torch.zeros((b, n_cat), dtype=torch.bool, device=vals.device)
+        open_ = valid.clone()
+        rows = torch.arange(b, device=vals.device)
+        out_vals = torch.full((b, k), float("-inf"), device=vals.device)
+        out_idx = torch.zeros((b, k), dtype=idx.dtype, device=vals.device)
+        for t in range(k):
+            penalty = seen.gather(1, codes).float()
+            gain = (1 - self.lam) * rel - self.lam * penalty
+            gain = torch.where(open_, gain, torch.full_like(gain, float("-inf")))
+            best = gain.argmax(dim=1)
+            ok = open_[rows, best]
+            out_vals[:, t] = torch.where(ok, vals[rows, best], torch.full_like(vals[:, 0], float("-inf")))
+            out_idx[:, t] = idx[rows, best]
+            open_[rows, best] = False
+            seen[rows, codes[rows, best]] = True
+            seen[:, n_cat - 1] = False
+        return out_vals, out_idx
+
+
+def rank_users(
+    model: Recommender,
+    histories: list[np.ndarray],
+    k: int,
+    *,
+    exclude: list[np.ndarray] | None = None,
+    blocked: np.ndarray | None = None,
+    block_users: int = 1024,
+    device: str | torch.device = "cpu",
+    diversity_lambda: float = 0.0,
+    category: np.ndarray | None = None,
+) -> Ranking:
+    """Rank every recommendable item for each history; see the module docstring.
+
+    `exclude[u]`: item ids never recommended to user u (already bought or seen); `blocked`:
+    boolean (n_items,) mask of items never recommended to anyone (unavailable); `category`:
+    (n_items,) int codes (-1 = none) for the MMR re-rank, used when `diversity_lambda` > 0.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    ranker = _Ranker(model, k, blocked, block_users, device, diversity_lambda, category)
+    with torch.inference_mode():
+        return ranker.rank(histories, exclude)
 
 
 def top_k(
@@ -14,29 +258,39 @@ def top_k(
     exclude: list[np.ndarray] | None = None,
     blocked: np.ndarray | None = None,
     block_users: int = 1024,
+    device: str | torch.device = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rank every item for each history; return (items (U, K) int64, scores (U, K) float32).
+    """(items (U, K) int64, scores (U, K) float32) of `rank_users`; -inf scores mark short lists."""
+    ranking = rank_users(model, histories, k, exclude=exclude, blocked=blocked, block_users=block_users, device=device)
+    return ranking.items, ranking.scores
 
-    `exclude[u]` are item ids never recommended to user u (already seen or bought);
-    `blocked` is a boolean (n_items,) mask of items never recommended to anyone (unavailable).
-    Memory is bounded by block_users x n_items scores at a time.
-    """
-    n = len(histories)
-    items = np.zeros((n, k), dtype=np.int64)
-    scores = np.zeros((n, k), dtype=np.float32)
-    for lo in range(0, n, block_users):
-        hi = min(lo + block_users, n)
-        s = model.score(histories[lo:hi]).astype(np.float32, copy=False)  # (B, I)
-        s[~np.isfinite(s)] = -np.inf
-        if blocked is not None:
-            s[:, blocked[: s.shape[1]]] = -np.inf
-        if exclude is not None:
-            for r, ex in enumerate(exclude[lo:hi]):
-                s[r, ex[ex < s.shape[1]]] = -np.inf
-        kk = min(k, s.shape[1])
-        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]  # (B, K) unordered
-        part_scores = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-part_scores, axis=1, kind="stable")
-        items[lo:hi, :kk] = np.take_along_axis(part, order, axis=1)
-        scores[lo:hi, :kk] = np.take_along_axis(part_scores, order, axis=1)
-    return items, scores
+
+def explain_factorised(model, histories: list[np.ndarray], items: np.ndarray, block_users: int = 1024) -> np.ndarray:
+    """(U, K) item_idx of the history item most similar (dot product of item vectors) to each
+    recommended item: what drove it for a model whose user vector sums its history; -1 when the
+    user has no history item the model knows."""
+    vectors = torch.from_numpy(np.asarray(model.item_vectors(), dtype=np.float32))
+    n_items = len(vectors)
+    out = np.full(items.shape, -1, dtype=np.int64)
+    for lo in range(0, len(histories), block_users):
+        block = histories[lo : lo + block_users]
+        tails = [np.asarray(h[-EXPLAIN_HISTORY:], dtype=np.int64) for h in block]
+        tails = [t[(t >= 0) & (t < n_items)] for t in tails]
+        width = max((len(t) for t in tails), default=0)
+        if width == 0:
+            continue
+        hist = np.zeros((len(block), width), dtype=np.int64)
+        mask = np.zeros((len(block), width), dtype=bool)
+        for r, t in enumerate(tails):
+            hist[r, : len(t)] = t
+            mask[r, : len(t)] = True
+        recs = np.clip(items[lo : lo + len(block)], 0, n_items - 1)
+        with torch.inference_mode():
+            history_vectors = vectors[torch.from_numpy(hist)]  # (B, H, D)
+            sim = torch.bmm(history_vectors, vectors[torch.from_numpy(recs)].transpose(1, 2))  # (B, H, K)
+            sim[~torch.from_numpy(mask)] = float("-inf")
+            best = sim.argmax(dim=1).numpy()  # (B, K)
+        chosen = np.take_along_axis(hist, best, axis=1)
+        chosen[~mask.any(axis=1)] = -1
+        out[lo : lo + len(block)] = chosen
+    return out

@@ -105,9 +105,14 @@ def build_item_map(catalogue: DataFrame, previous: DataFrame | None, ds: dt.date
 
 
 def attach_items(events: DataFrame, item_map: DataFrame, catalogue: DataFrame) -> DataFrame:
-    """Events + item_idx + category; events on items without an index are dropped."""
+    """Events + item_idx + category; events on items without an index are dropped.
+
+    The per-item keys are broadcast: a catalogue is orders of magnitude smaller than its
+    events, but without statistics Spark estimates a join's size as the product of its
+    inputs and would broadcast the events instead.
+    """
     keys = item_map.select(ITEM_ID, ITEM_IDX).join(catalogue.select(ITEM_ID, CATEGORY), ITEM_ID, "left")
-    return events.join(keys, ITEM_ID, "inner")
+    return events.join(F.broadcast(keys), ITEM_ID, "inner")
 
 
 def split_events(events: DataFrame, ds: dt.date, holdout_days: int, mode: str = "temporal") -> DataFrame:
@@ -136,23 +141,21 @@ def build_sequences(events: DataFrame, max_seq_len: int) -> DataFrame:
     """Per user, the last `max_seq_len` interactions oldest first, and the user's total count.
 
     Order: ts, then funnel position of the event type, then item_id (so ties are stable).
+    One aggregation, no window: each user's steps are collected (partially, before the
+    shuffle), sorted as an array and cut to the last `max_seq_len`, so the events are never
+    sorted as a whole.
     """
-    user = Window.partitionBy(USER_ID)
-    recent = (
-        events.withColumn("_rn", F.row_number().over(user.orderBy(*_newest_first())))
-        .withColumn("n_events", F.count(F.lit(1)).over(user))
-        .filter(F.col("_rn") <= max_seq_len)
-    )
     step = F.struct(F.col(TS), _type_rank().alias("_rank"), F.col(ITEM_ID), F.col(ITEM_IDX), F.col(EVENT_TYPE))
-    seq = recent.groupBy(USER_ID).agg(
-        F.sort_array(F.collect_list(step)).alias("_seq"), F.first("n_events").alias("n_events")
-    )
+    per_user = events.groupBy(USER_ID).agg(F.sort_array(F.collect_list(step)).alias("_all"))
+    n = F.size("_all")
+    recent = F.slice("_all", F.greatest(n - F.lit(max_seq_len) + 1, F.lit(1)), F.lit(max_seq_len))
+    seq = per_user.select(USER_ID, recent.alias("_seq"), n.cast("long").alias("n_events"))
     return seq.select(
         USER_ID,
         F.col("_seq")[ITEM_IDX].alias("item_idxs"),
         F.col("_seq")[EVENT_TYPE].alias("event_types"),
         F.col("_seq")[TS].alias("ts"),
-        F.col("n_events").cast("long").alias("n_events"),
+        "n_events",
     )
 
 
@@ -291,11 +294,9 @@ def run_features(
             paths["items"],
             io.n_files(n_items),
         )
-        # Time order within each user makes the file deterministic and cheap for loaders to walk.
-        events_out = split_events(ev, ds, settings.holdout_days, split_mode).sortWithinPartitions(
-            USER_ID, TS, _type_rank(), ITEM_ID
-        )
-        io.write_parquet(events_out, paths["events"], files)
+        # Each user in one file, in time order: deterministic and cheap for loaders to walk.
+        events_out = split_events(ev, ds, settings.holdout_days, split_mode)
+        io.write_parquet(events_out, paths["events"], files, sort_by=[USER_ID, TS, _type_rank(), ITEM_ID])
         io.write_parquet(build_sequences(ev, settings.max_seq_len), paths["sequences"], files)
         io.write_parquet(build_item_stats(ev, item_map, catalogue, ds), paths["item_stats"], io.n_files(n_items))
         io.write_parquet(build_user_stats(ev), paths["user_stats"], files)

@@ -26,6 +26,13 @@ ALL = [
     "0007_create_current_recommendations_view",
     "0008_create_batch_history_view",
     "0009_grant_writer_and_reader",
+    "0010_create_recommendation_lists",
+    "0011_current_recommendations_from_lists",
+    "0012_drop_row_per_rank_recommendations",
+    "0013_create_similar_item_lists",
+    "0014_create_current_similar_items_view",
+    "0015_create_previous_recommendations_view",
+    "0016_grant_reader_new_views",
 ]
 
 
@@ -86,17 +93,22 @@ def test_tables_views_roles_and_named_constraints_exist(fresh_db):
     assert kinds == {
         "schema_migrations": "r",
         "batches": "r",
-        "recommendations": "p",
+        "recommendation_lists": "p",
+        "similar_item_lists": "p",
         "models": "r",
         "evaluations": "r",
         "current_batch": "v",
         "current_recommendations": "v",
+        "current_similar_items": "v",
+        "previous_batch": "v",
+        "previous_recommendations": "v",
         "batch_history": "v",
     }
     assert {
         "batches_pkey",
         "batches_status_check",
-        "recommendations_pkey",
+        "recommendation_lists_pkey",
+        "similar_item_lists_pkey",
         "models_pkey",
         "models_status_check",
         "evaluations_pkey",
@@ -301,3 +313,38 @@ def test_read_query_names_a_missing_query():
     assert "current_recommendations" in store_db.read_query("top_k_for_user")
     with pytest.raises(DatabaseError, match="no such query 'nope'"):
         store_db.read_query("nope")
+
+
+def test_upgrade_converts_row_per_rank_batches_to_lists(fresh_db, tmp_path):
+    """A store migrated up to 0009 with batches in the old layout keeps serving them after 0010-0016."""
+    old = tmp_path / "old"
+    old.mkdir()
+    for m in scan(MIGRATIONS_DIR)[:9]:
+        shutil.copy(m.path, old / m.path.name)
+    migrate(fresh_db, old)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        for b, ds in ((1, "2024-01-01"), (2, "2024-01-02")):
+            conn.execute(
+                "INSERT INTO recsys.batches (ds, status, published_at, k) VALUES (%s, 'published', now(), 2)", (ds,)
+            )
+            conn.execute(
+                f"CREATE TABLE recsys.recommendations_b{b} PARTITION OF recsys.recommendations FOR VALUES IN ({b})"
+            )
+            conn.execute(
+                f"INSERT INTO recsys.recommendations VALUES ({b}, 'u1', 2, 'b{b}', 0.5, NULL), "
+                f"({b}, 'u1', 1, 'a{b}', 0.9, 'x'), ({b}, 'u2', 1, 'c', 0.1, 'p')"
+            )
+        before = conn.execute("SELECT * FROM recsys.current_recommendations ORDER BY user_id, rank").fetchall()
+    assert migrate(fresh_db) == ALL[9:]
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        after = conn.execute("SELECT * FROM recsys.current_recommendations ORDER BY user_id, rank").fetchall()
+        previous = conn.execute(
+            "SELECT user_id, rank, item_id FROM recsys.previous_recommendations ORDER BY 1, 2"
+        ).fetchall()
+        tables = [r for (r,) in conn.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = 'recsys'::regnamespace "
+            "AND relname LIKE 'recommendation%' AND relkind IN ('r', 'p') ORDER BY 1"
+        )]
+    assert after == before and len(after) == 3
+    assert previous == [("u1", 1, "a1"), ("u1", 2, "b1"), ("u2", 1, "c")]
+    assert tables == ["recommendation_lists", "recommendation_lists_b1", "recommendation_lists_b2"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 import uuid
 from datetime import date
 from urllib.parse import urlsplit, urlunsplit
@@ -23,10 +24,12 @@ from recsys.errors import DatabaseError, InputError
 from recsys.store.db import read_query
 from recsys.store.migrate import migrate
 from recsys.store.publish import (
-    COPY_COLUMNS,
     RECS_SCHEMA,
+    SIMILAR_SCHEMA,
+    PUBLISH_LOCK_NAMESPACE,
     BatchValidationError,
-    encode_binary_copy,
+    PublishConflictError,
+    encode_lists,
     publish_batch,
 )
 from recsys.store.retention import apply_retention
@@ -45,6 +48,13 @@ SECOND = [
     ("u1", 1, "d", 0.8, "new"),
     ("u1", 2, "a", 0.6, None),
     ("u2", 1, "c", 0.4, None),
+]
+# (item_id, rank, similar_item_id, score)
+SIMILAR = [
+    ("a", 1, "b", 0.9),
+    ("a", 2, "c", 0.3),
+    ("b", 1, "a", 0.9),
+    ("c", 1, "a", 0.3),
 ]
 
 
@@ -79,6 +89,27 @@ def write_recs(path, rows, *, drop=()):
     return path
 
 
+def write_similar(path, rows):
+    columns = ["item_id", "rank", "similar_item_id", "score"]
+    pq.write_table(pa.Table.from_pylist([dict(zip(columns, r)) for r in rows], schema=SIMILAR_SCHEMA), path)
+    return path
+
+
+def current_similar(url):
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT item_id, rank, similar_item_id, score FROM recsys.current_similar_items ORDER BY item_id, rank"
+        ).fetchall()
+
+
+def wait_for_backend_exit(url, pid, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0]:
+            assert time.monotonic() < deadline, f"backend {pid} still running"
+            time.sleep(0.02)
+
+
 def current_rows(url):
     with psycopg.connect(url) as conn:
         return conn.execute(
@@ -98,7 +129,7 @@ def partitions(url):
             name
             for (name,) in conn.execute(
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "WHERE i.inhparent = 'recsys.recommendations'::regclass"
+                "WHERE i.inhparent = 'recsys.recommendation_lists'::regclass"
             )
         )
 
@@ -109,7 +140,7 @@ def side_tables(url):
             name
             for (name,) in conn.execute(
                 "SELECT relname FROM pg_class WHERE relnamespace = 'recsys'::regnamespace "
-                "AND relkind = 'r' AND relname LIKE 'recommendations\\_b%'"
+                "AND relkind = 'r' AND relname ~ '^(recommendation_lists|similar_item_lists)_b'"
             )
         )
 
@@ -133,7 +164,7 @@ def test_publish_then_read_back_through_the_view(db, tmp_path):
         "published", 5, 3, 2, "run-1"
     )
     assert row["published_at"] is not None and row["summary"]["copy_rows_per_second"] > 0
-    assert partitions(db) == [f"recommendations_b{result.batch_id}"]
+    assert partitions(db) == [f"recommendation_lists_b{result.batch_id}"]
 
 
 def test_queries_top_k_and_batch_metadata(db, tmp_path):
@@ -191,7 +222,7 @@ def test_view_scans_only_the_current_partition(db, tmp_path):
                 "SELECT * FROM recsys.current_recommendations WHERE user_id = 'u1'"
             )
         ]
-    scans = {b: [line for line in plan if f" on recommendations_b{b} " in line] for b in ids}
+    scans = {b: [line for line in plan if f" on recommendation_lists_b{b} " in line] for b in ids}
     executed = [b for b, lines in scans.items() if not all("never executed" in line for line in lines)]
     assert all(scans.values()), plan  # each attached partition appears in the plan...
     assert executed == [ids[2]], plan  # ...but only the current one is scanned
@@ -232,14 +263,17 @@ def test_readers_see_one_complete_batch_during_switches(db, tmp_path):
         assert count == published[batch_id]
 
 
-def test_concurrent_publishers_of_one_date_serialise(db, tmp_path):
-    paths = [write_recs(tmp_path / "a.parquet", FIRST), write_recs(tmp_path / "b.parquet", SECOND)]
+def test_concurrent_publishers_of_one_date_never_both_serve(db, tmp_path):
+    """Publishers that overlap: one publishes, the other stops with a clear message; those that
+    happen not to overlap run one after the other (the later one replaces). Never duplicates.
+    (The deterministic overlap, with a publisher held mid-COPY, is in test_publish_reliability.)"""
+    paths = [write_recs(tmp_path / f"{n}.parquet", FIRST if n % 2 else SECOND) for n in range(4)]
     results, errors = [], []
 
     def run(path):
         try:
             results.append(publish_batch(db, ds=D1, model_version="m", recs_path=path, k=2))
-        except BaseException as err:  # surfaced by the assertion below
+        except PublishConflictError as err:
             errors.append(err)
 
     threads = [threading.Thread(target=run, args=(p,)) for p in paths]
@@ -247,11 +281,15 @@ def test_concurrent_publishers_of_one_date_serialise(db, tmp_path):
         t.start()
     for t in threads:
         t.join()
-    assert errors == []
+    assert len(results) + len(errors) == 4 and results
+    for err in errors:
+        assert "another publisher is already publishing 2024-03-01" in str(err) and "\n" not in str(err)
+        assert batch(db, err.batch_id)["status"] == "failed"
     statuses = sorted(batch(db, r.batch_id)["status"] for r in results)
-    assert statuses == ["published", "replaced"]
+    assert statuses == ["published"] + ["replaced"] * (len(results) - 1)
     winner = next(r for r in results if batch(db, r.batch_id)["status"] == "published")
-    assert len(current_rows(db)) == winner.rows
+    rows = current_rows(db)
+    assert len(rows) == winner.rows and len({(u, r) for u, r, *_ in rows}) == len(rows)
 
 
 def test_switch_gives_up_on_a_reader_that_never_finishes(db, tmp_path, monkeypatch):
@@ -269,8 +307,42 @@ def test_switch_gives_up_on_a_reader_that_never_finishes(db, tmp_path, monkeypat
     with psycopg.connect(db) as conn:
         statuses = conn.execute("SELECT status FROM recsys.batches ORDER BY batch_id").fetchall()
     assert statuses == [("published",), ("failed",)]
-    assert side_tables(db) == [f"recommendations_b{good.batch_id}"]
+    assert side_tables(db) == [f"recommendation_lists_b{good.batch_id}"]
     assert current_rows(db) == approx(sorted(FIRST))
+
+
+def test_similar_items_switch_in_with_their_batch_and_go_with_it(db, tmp_path):
+    recs, sims = write_recs(tmp_path / "r.parquet", FIRST), write_similar(tmp_path / "s.parquet", SIMILAR)
+    first = publish_batch(db, ds=D1, model_version="m", recs_path=recs, k=2, similar_path=sims, similar_k=2)
+    assert (first.similar_rows, first.similar_items) == (4, 3)
+    assert current_similar(db) == [(i, r, j, pytest.approx(x)) for i, r, j, x in SIMILAR]
+    with psycopg.connect(db) as conn:
+        assert conn.execute(read_query("similar_items"), {"item_id": "a", "k": 1}).fetchall() == [
+            ("b", pytest.approx(0.9), 1)
+        ]
+    # A batch published without similar items: the view follows the batch now serving.
+    second = publish_batch(db, ds=D1, model_version="m", recs_path=recs, k=2)
+    assert current_similar(db) == []
+    assert apply_retention(db, today=D1, keep_days=7) == [first.batch_id]
+    assert side_tables(db) == [f"recommendation_lists_b{second.batch_id}"]
+
+
+def test_unsorted_input_is_sorted_in_memory(db, tmp_path):
+    shuffled = [FIRST[i] for i in (4, 1, 2, 0, 3)]
+    result = publish_batch(db, ds=D1, model_version="m", recs_path=write_recs(tmp_path / "r.parquet", shuffled), k=2)
+    assert current_rows(db) == approx(sorted(FIRST))
+    assert batch(db, result.batch_id)["summary"]["sorted_in_memory"] is True
+
+
+def test_many_chunks_cut_at_whole_users(db, tmp_path, monkeypatch):
+    import recsys.store.publish as publish
+
+    monkeypatch.setattr(publish, "CHUNK_ROWS", 7)  # lists of 1..5 items straddle every chunk boundary
+    rows = [(f"u{u:03d}", r, f"i{(u * 3 + r) % 40}", 1.0 / r, None) for u in range(60) for r in range(1, 1 + u % 5 + 1)]
+    result = publish_batch(db, ds=D1, model_version="m", recs_path=write_recs(tmp_path / "r.parquet", rows), k=5,
+                           expected_users=60, expected_rows=len(rows))
+    assert (result.users, result.rows) == (60, len(rows))
+    assert current_rows(db) == approx(rows)
 
 
 # --------------------------------------------------------------------------- validation
@@ -293,7 +365,13 @@ BAD_BATCHES = [
     ("unknown item", lambda rows: rows, {"known_items": {"a", "b"}}, "item_id is a known item", "item_id='c'"),
     ("user count", lambda rows: rows, {"expected_users": 4}, "user count", "3 distinct users, expected 4"),
     ("null item", lambda rows: rows + [("u3", 2, None, 0.1, None)], {}, "item_id not null", "'u3'"),
+    ("empty item", lambda rows: rows + [("u3", 2, "", 0.1, None)], {}, "item_id is not empty", "'u3'"),
+    ("separator", lambda rows: rows + [("u3", 2, "a\x1fb", 0.1, None)], {},
+     "item_id has no U+001F (unit separator)", "'u3'"),
+    ("separator in reason", lambda rows: rows + [("u3", 2, "d", 0.1, "x\x1f")], {},
+     "reason has no U+001F (unit separator)", "'u3'"),
     ("no rows", lambda rows: [], {}, "at least one row", "no rows"),
+    ("row count", lambda rows: rows, {"expected_rows": 6}, "row count", "5 rows, expected 6"),
 ]
 
 
@@ -313,7 +391,30 @@ def test_invalid_batch_fails_clearly_and_leaves_current_untouched(db, tmp_path, 
     assert failed["status"] == "failed" and failed["error"] == message
     assert batch(db, good.batch_id)["status"] == "published"
     assert current_rows(db) == approx(sorted(FIRST))
-    assert side_tables(db) == [f"recommendations_b{good.batch_id}"]
+    assert side_tables(db) == [f"recommendation_lists_b{good.batch_id}"]
+
+
+BAD_SIMILAR = [
+    ("itself", [("a", 1, "a", 0.5)], "similar_item_id is not the item itself", "item_id='a'"),
+    ("unknown neighbour", [("a", 1, "zz", 0.5)], "similar_item_id is a known item", "'zz'"),
+    ("unknown item", [("zz", 1, "a", 0.5)], "item_id is a known item", "'zz'"),
+    ("twice", [("a", 1, "b", 0.5), ("a", 2, "b", 0.4)], "unique (item_id, similar_item_id)", "'b'"),
+    ("rank gap", [("a", 2, "b", 0.5)], "ranks run 1..n per item", "item_id='a' has ranks [2]"),
+]
+
+
+@pytest.mark.parametrize("rows, check, example", [b[1:] for b in BAD_SIMILAR], ids=[b[0] for b in BAD_SIMILAR])
+def test_invalid_similar_items_fail_the_whole_batch(db, tmp_path, rows, check, example):
+    good = publish_batch(db, ds=D1, model_version="m1", recs_path=write_recs(tmp_path / "g.parquet", FIRST), k=2)
+    with pytest.raises(BatchValidationError) as err:
+        publish_batch(
+            db, ds=D1, model_version="m2", recs_path=write_recs(tmp_path / "r.parquet", SECOND), k=2,
+            similar_path=write_similar(tmp_path / "s.parquet", rows), similar_k=2, known_items={"a", "b", "c", "d"},
+        )
+    assert f"failed check '{check}'" in str(err.value) and example in str(err.value), str(err.value)
+    assert batch(db, good.batch_id)["status"] == "published"
+    assert current_rows(db) == approx(sorted(FIRST))
+    assert side_tables(db) == [f"recommendation_lists_b{good.batch_id}"]
 
 
 def test_known_items_superset_passes(db, tmp_path):
@@ -336,43 +437,59 @@ def test_missing_input_and_columns_fail_the_batch(db, tmp_path):
         ]
 
 
-def test_binary_encoder_matches_psycopg_row_encoder(db):
-    """Rows COPYed through encode_binary_copy equal rows COPYed through psycopg's own write_row."""
+def test_list_encoder_matches_psycopg_row_encoder(db):
+    """Lists COPYed through encode_lists equal the same lists COPYed through psycopg's own write_row,
+    and read back through the view exactly as they went in."""
     rows = [
+        ("u" * 70_000, 1, "i", 3.4028234663852886e38, None),
         ("ü—ser 😀", 1, "item\twith\ttabs", 1.5, "line\nbreak \\ backslash"),
-        ("", 2, "", -0.0, ""),
-        ("u" * 70_000, 3, "i", 3.4028234663852886e38, None),
-        ("x", 32767, "y", 1e-45, "'quoted' \"double\""),
-        ("nul-free\u00a0nbsp", -32768, "z", -1.25, "r"),
+        ("ü—ser 😀", 2, "{a,b}", -0.0, ""),
+        ("ü—ser 😀", 3, "NULL", 1e-45, "'quoted' \"double\""),
+        ("x", 1, "ünï", -1.25, None),
+        ("y", 1, "z", 2.0, "r"),
+        ("y", 2, "nbsp\u00a0", 1.0, None),
     ]
-    table = pa.Table.from_pylist(
-        [dict(zip(RECS_SCHEMA.names, r)) for r in rows], schema=RECS_SCHEMA
-    ).to_batches()[0]
-    sliced = table.slice(1, 3)  # offsets that do not start at zero
-    columns = ", ".join(COPY_COLUMNS)
+    table = pa.Table.from_pylist([dict(zip(RECS_SCHEMA.names, r)) for r in rows], schema=RECS_SCHEMA).to_batches()[0]
+    sliced = table.slice(4, 3)  # offsets that do not start at zero
+    columns = "batch_id, user_id, item_ids, scores, reasons"
     with psycopg.connect(db) as conn:
         for name in ("by_encoder", "by_psycopg"):
-            conn.execute(f"CREATE TEMP TABLE {name} (LIKE recsys.recommendations)")
+            conn.execute(f"CREATE TEMP TABLE {name} (LIKE recsys.recommendation_lists)")
         with conn.cursor() as cur, cur.copy(f"COPY by_encoder ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.write(b"PGCOPY\n\xff\r\n\x00" + bytes(8))
-            copy.write(encode_binary_copy(table, 7))
-            copy.write(encode_binary_copy(sliced, 8))
+            copy.write(encode_lists(table, 7))
+            copy.write(encode_lists(sliced, 8))
+            copy.write(encode_lists(sliced.drop_columns(["reason"]).append_column(
+                "reason", pa.nulls(3, pa.string())), 9))  # no reasons at all: NULL
             copy.write(b"\xff\xff")
         with conn.cursor() as cur, cur.copy(f"COPY by_psycopg ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "text", "int2", "text", "float4", "text"])
-            for batch_id, part in ((7, table), (8, sliced)):
+            copy.set_types(["int8", "text", "text", "float4[]", "text"])
+            for batch_id, part in ((7, table), (8, sliced), (9, sliced)):
+                lists: dict[str, list] = {}
                 for r in part.to_pylist():
-                    copy.write_row([batch_id] + [r[c] for c in RECS_SCHEMA.names])
+                    lists.setdefault(r["user_id"], []).append(r)
+                for user, items in lists.items():
+                    reasons = None if batch_id == 9 else "\x1f".join(r["reason"] or "" for r in items)
+                    copy.write_row([batch_id, user, "\x1f".join(r["item_id"] for r in items),
+                                    [r["score"] for r in items], reasons])
         # float4send/recv round-trips bits, so equality here is exact, including -0.0 vs 0.0 via ::text.
-        a, b = "SELECT *, score::text FROM by_encoder", "SELECT *, score::text FROM by_psycopg"
+        a, b = "SELECT *, scores::text FROM by_encoder", "SELECT *, scores::text FROM by_psycopg"
         diff = conn.execute(
             f"SELECT count(*) FROM (({a} EXCEPT ALL {b}) UNION ALL ({b} EXCEPT ALL {a})) AS d"
         ).fetchone()[0]
-        count = conn.execute("SELECT count(*), count(reason) FROM by_encoder").fetchone()
-        long_user = conn.execute("SELECT length(user_id) FROM by_encoder WHERE rank = 3").fetchone()[0]
+        count = conn.execute("SELECT count(*), sum(cardinality(scores)), count(reasons) FROM by_encoder").fetchone()
+        # What the views make of it: the same unnest as current_recommendations.
+        back = conn.execute(
+            "SELECT l.user_id, u.rank, u.item_id, u.score, u.reason FROM by_encoder AS l "
+            "CROSS JOIN LATERAL unnest(string_to_array(l.item_ids, E'\\x1f'), l.scores, "
+            "string_to_array(l.reasons, E'\\x1f', '')) WITH ORDINALITY AS u (item_id, score, reason, rank) "
+            "WHERE l.batch_id = 7 ORDER BY 1, 2"
+        ).fetchall()
     assert diff == 0
-    assert count == (8, 6)
-    assert long_user == 70_000
+    assert count == (8, 13, 6)
+    expected = sorted((u, r, i, s, why or None) for u, r, i, s, why in rows)
+    assert [(u, r, i, why) for u, r, i, _, why in back] == [(u, r, i, why) for u, r, i, _, why in expected]
+    assert [s for *_, s, _ in back] == pytest.approx([s for *_, s, _ in expected], rel=1e-6)
 
 
 # --------------------------------------------------------------------------- retention
@@ -385,40 +502,50 @@ def test_retention_drops_replaced_failed_old_and_abandoned_never_current(db, tmp
     current = publish_batch(db, ds=D3, model_version="m", recs_path=path, k=2).batch_id
     with pytest.raises(BatchValidationError):
         publish_batch(db, ds=D3, model_version="m", recs_path=write_recs(tmp_path / "x.parquet", []), k=2)
-    with psycopg.connect(db, autocommit=True) as conn:
+    recent = publish_batch(db, ds=D2, model_version="m", recs_path=path, k=2).batch_id
+    running_ds = date(2024, 3, 4)
+    with psycopg.connect(db, autocommit=True) as conn, psycopg.connect(db, autocommit=True) as publisher:
         failed = conn.execute("SELECT batch_id FROM recsys.batches WHERE status = 'failed'").fetchone()[0]
-        # A publisher killed during validation two hours ago, and one still running now.
+        # A publisher killed during validation (nobody holds its date's lock), and one still running
+        # (its session holds the lock, as publish_batch's does).
+        publisher.execute("SELECT pg_advisory_lock(%s, %s)", (PUBLISH_LOCK_NAMESPACE, running_ds.toordinal()))
+        publisher_pid = publisher.info.backend_pid
         abandoned, running = (
             conn.execute(
-                "INSERT INTO recsys.batches (ds, status, started_at) VALUES (%s, 'validating', now() - %s::interval) "
-                "RETURNING batch_id",
-                (D3, age),
+                "INSERT INTO recsys.batches (ds, status) VALUES (%s, 'validating') RETURNING batch_id", (ds,)
             ).fetchone()[0]
-            for age in ("2 hours", "1 minute")
+            for ds in (D3, running_ds)
         )
         for b in (abandoned, running):
-            conn.execute(f"CREATE TABLE recsys.recommendations_b{b} (LIKE recsys.recommendations)")
-        # A side table whose batch row is gone.
-        conn.execute("CREATE TABLE recsys.recommendations_b999999 (LIKE recsys.recommendations)")
-    recent = publish_batch(db, ds=D2, model_version="m", recs_path=path, k=2).batch_id
+            conn.execute(f"CREATE TABLE recsys.recommendation_lists_b{b} (LIKE recsys.recommendation_lists)")
+            conn.execute(f"CREATE TABLE recsys.similar_item_lists_b{b} (LIKE recsys.similar_item_lists)")
+        # Side tables whose batch row is gone, in both layouts.
+        conn.execute("CREATE TABLE recsys.recommendation_lists_b999999 (LIKE recsys.recommendation_lists)")
+        conn.execute("CREATE TABLE recsys.recommendations_b999998 (user_id text)")
 
-    dropped = apply_retention(db, today=D3, keep_days=1)  # keeps ds >= D2
+        dropped = apply_retention(db, today=D3, keep_days=1)  # keeps ds >= D2
 
-    assert dropped == sorted([old, replaced, failed, abandoned])
-    assert partitions(db) == sorted([f"recommendations_b{current}", f"recommendations_b{recent}"])
-    assert side_tables(db) == sorted(
-        [f"recommendations_b{current}", f"recommendations_b{recent}", f"recommendations_b{running}"]
-    )
-    assert {b: batch(db, b)["status"] for b in dropped} == dict.fromkeys(dropped, "dropped")
-    assert "abandoned while validating" in batch(db, abandoned)["error"]
-    assert batch(db, running)["status"] == "validating"
-    assert current_rows(db) == approx(sorted(FIRST))
-    assert apply_retention(db, today=D3, keep_days=1) == []
+        assert dropped == sorted([old, replaced, failed, abandoned])
+        assert partitions(db) == sorted([f"recommendation_lists_b{current}", f"recommendation_lists_b{recent}"])
+        assert side_tables(db) == sorted(
+            [f"recommendation_lists_b{current}", f"recommendation_lists_b{recent}",
+             f"recommendation_lists_b{running}", f"similar_item_lists_b{running}"]
+        )
+        assert conn.execute("SELECT to_regclass('recsys.recommendations_b999998')").fetchone()[0] is None
+        assert {b: batch(db, b)["status"] for b in dropped} == dict.fromkeys(dropped, "dropped")
+        assert "abandoned while validating" in batch(db, abandoned)["error"]
+        assert batch(db, running)["status"] == "validating"
+        assert current_rows(db) == approx(sorted(FIRST))
+        assert apply_retention(db, today=D3, keep_days=1) == []
+    # The running publisher's session ended without finishing: once its backend is gone, so is its lock.
+    wait_for_backend_exit(db, publisher_pid)
+    assert apply_retention(db, today=D3, keep_days=1) == [running]
     # However old the current batch gets, it is never dropped.
     assert apply_retention(db, today=date(2030, 1, 1), keep_days=1) == [recent]
     with psycopg.connect(db) as conn:
         assert conn.execute("SELECT batch_id FROM recsys.current_batch").fetchone()[0] == current
     assert current_rows(db) == approx(sorted(FIRST))
+    assert side_tables(db) == [f"recommendation_lists_b{current}"]
 
 
 def test_changed_since_previous_lists_added_and_removed_items(db, tmp_path):
@@ -439,25 +566,69 @@ def test_changed_since_previous_lists_added_and_removed_items(db, tmp_path):
 # --------------------------------------------------------------------------- roles
 
 
+READER_VIEWS = [
+    "current_batch", "current_recommendations", "current_similar_items", "previous_batch",
+    "previous_recommendations", "batch_history",
+]
+
+
 def test_reader_role_reads_views_only(db, tmp_path):
-    publish_batch(db, ds=D1, model_version="m", recs_path=write_recs(tmp_path / "r.parquet", FIRST), k=2)
+    publish_batch(
+        db, ds=D1, model_version="m", recs_path=write_recs(tmp_path / "r.parquet", FIRST), k=2,
+        similar_path=write_similar(tmp_path / "s.parquet", SIMILAR), similar_k=2,
+    )
     with psycopg.connect(db, autocommit=True) as conn:
         conn.execute("SET ROLE recsys_reader")
         assert conn.execute("SELECT count(*) FROM recsys.current_recommendations").fetchone()[0] == 5
         assert conn.execute(read_query("top_k_for_user"), {"user_id": "u2", "k": 5}).fetchall()[0][0] == "c"
-        assert conn.execute("SELECT count(*) FROM recsys.batch_history").fetchone()[0] == 1
-        for sql in [
-            "SELECT * FROM recsys.recommendations",
+        assert conn.execute(read_query("similar_items"), {"item_id": "a", "k": 5}).fetchall()[0][0] == "b"
+        assert conn.execute(read_query("changed_since_previous"), {"user_id": "u1"}).fetchall()
+        assert conn.execute(read_query("batch_metadata")).fetchone()[2] == "m"
+        for view in READER_VIEWS:
+            conn.execute(f"SELECT * FROM recsys.{view} LIMIT 1")
+        denied = [
+            "SELECT * FROM recsys.recommendation_lists",
+            "SELECT * FROM recsys.similar_item_lists",
             "SELECT * FROM recsys.batches",
-            "INSERT INTO recsys.recommendations VALUES (1, 'u', 1, 'i', 0.5, NULL)",
-            "UPDATE recsys.recommendations SET score = 0",
-            "DELETE FROM recsys.recommendations",
+            "SELECT * FROM recsys.models",
+            "INSERT INTO recsys.recommendation_lists VALUES (1, 'u', 'i', '{0.5}', NULL)",
+            "INSERT INTO recsys.batches (ds) VALUES ('2024-01-01')",
+            "UPDATE recsys.recommendation_lists SET scores = '{0}'",
             "UPDATE recsys.batches SET status = 'failed'",
-        ]:
-            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+            "DELETE FROM recsys.recommendation_lists",
+            "DELETE FROM recsys.batches",
+            "TRUNCATE recsys.batches",
+            "DROP VIEW recsys.current_recommendations",
+            "DROP VIEW recsys.current_batch",
+            "DROP TABLE recsys.recommendation_lists",
+            "DROP TABLE recsys.batches",
+            "CREATE TABLE recsys.mine (x int)",
+            "ALTER VIEW recsys.current_recommendations RENAME TO gone",
+        ]
+        for sql in denied:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied|must be owner"):
                 conn.execute(sql)
+        # The views are not updatable at all; the privileges say no as well.
+        for sql in [
+            "INSERT INTO recsys.current_recommendations (user_id) VALUES ('u')",
+            "UPDATE recsys.current_recommendations SET score = 0",
+            "DELETE FROM recsys.current_similar_items",
+        ]:
+            with pytest.raises((psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectNotInPrerequisiteState)):
+                conn.execute(sql)
+        for view in READER_VIEWS:
+            for privilege in ("INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"):
+                assert not conn.execute(
+                    "SELECT has_table_privilege('recsys_reader', %s, %s)", (f"recsys.{view}", privilege)
+                ).fetchone()[0], (view, privilege)
         conn.execute("RESET ROLE")
-        assert conn.execute("SELECT count(*) FROM recsys.recommendations").fetchone()[0] == 5
+        assert conn.execute("SELECT count(*) FROM recsys.recommendation_lists").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*) FROM recsys.current_recommendations").fetchone()[0] == 5
+        grants = conn.execute(
+            "SELECT table_name, privilege_type FROM information_schema.role_table_grants "
+            "WHERE grantee = 'recsys_reader' ORDER BY 1, 2"
+        ).fetchall()
+    assert grants == [(view, "SELECT") for view in sorted(READER_VIEWS)]
 
 
 def test_a_non_superuser_writer_login_can_publish_and_retain(db, pg_url, tmp_path):
@@ -475,6 +646,21 @@ def test_a_non_superuser_writer_login_can_publish_and_retain(db, pg_url, tmp_pat
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f"DROP ROLE {login}")
+
+
+def test_bench_publish_prints_its_json_last(capsys):
+    """`recsys bench publish` end to end on a small batch (its own throw-away server)."""
+    import json
+
+    from recsys.cli import main
+
+    assert main(["bench", "publish", "--rows", "5000", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    last = json.loads(out[-1])
+    assert set(last) == {"rows", "project_rows_per_s", "raw_copy_rows_per_s", "to_sql_rows_per_s",
+                         "ratio_vs_raw_copy", "ratio_vs_to_sql"}
+    assert last["rows"] == 5000 and min(last.values()) > 0
+    assert any(line.startswith("psql \\copy") for line in out)
 
 
 # --------------------------------------------------------------------------- throughput

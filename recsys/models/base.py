@@ -37,9 +37,10 @@ class Recommender(Protocol):
 
 def build_model(kind: str, **params) -> Recommender:
     from recsys.models.cooc import CooccurrenceModel
+    from recsys.models.mtrl import MTRLModel
     from recsys.models.popularity import PopularityModel
 
-    kinds = {"popularity": PopularityModel, "cooc": CooccurrenceModel}
+    kinds = {"popularity": PopularityModel, "cooc": CooccurrenceModel, "mtrl": MTRLModel}
     if kind not in kinds:
         raise ConfigError(f"unknown model kind {kind!r}; expected one of {sorted(kinds)}")
     return kinds[kind](**params)

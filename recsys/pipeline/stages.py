@@ -135,25 +135,47 @@ def _fingerprint(path: Path) -> str:
     return hashlib.sha256("".join(digests).encode()).hexdigest()[:12]
 
 
+def _champion_path(settings: Settings, day: dt.date) -> str | None:
+    """Warm start from the serving neural model, if there is one."""
+    from recsys.store.registry import champion_as_of
+
+    champion = champion_as_of(_db(settings), day)
+    return champion["path"] if champion and champion["kind"] == "mtrl" else None
+
+
 def train(ds, settings: Settings | None = None) -> dict:
     """Fit tonight's challenger on everything before the holdout window; register it."""
     from recsys.data.interactions import load_interactions
+    from recsys.evaluate.protocol import validation_cases
     from recsys.models import build_model
     from recsys.store.registry import register_model
 
     day, settings, lake = _ctx(ds, settings)
     t0 = time.perf_counter()
     data = load_interactions(lake.features(day), n_items=_items(lake, day).num_rows)
-    fit_data = data.in_splits("train", "valid")
+    if settings.model_kind == "mtrl":
+        # A neural model stops early on `valid`, so it must not train on it.
+        fit_data, valid = data.in_splits("train"), validation_cases(data)
+        text = lake.embeddings(day) / "item_text.npy"
+        params = {"preset": settings.model_preset, "text_path": str(text) if text.exists() else None,
+                  "seed": settings.seed, "device": settings.device, "max_len": settings.max_seq_len}
+        if settings.model_epochs:
+            params["max_epochs"] = settings.model_epochs
+        warm = _champion_path(settings, day)
+        if warm:
+            params["init_from"] = warm
+    else:
+        fit_data, valid, params = data.in_splits("train", "valid"), None, {}
     if len(fit_data.item) == 0:
         raise InputError(f"{lake.features(day)}: no training interactions before the holdout window")
-    model = build_model(settings.model_kind)
-    model.fit(fit_data)
+    model = build_model(settings.model_kind, **params)
+    model.fit(fit_data, valid)
     fingerprint = _fingerprint(lake.features(day) / "events")
     version = f"{settings.model_kind}-{day.isoformat()}-{fingerprint[:8]}"
     path = lake.models_root / version
     model.save(path)
-    config = {"model_kind": settings.model_kind, "seed": settings.seed, "text_model": settings.text_model}
+    config = {"model_kind": settings.model_kind, "seed": settings.seed, "text_model": settings.text_model, **{
+        k: v for k, v in params.items() if isinstance(v, (int, float, str, type(None)))}}
     register_model(_db(settings), version=version, ds=day, kind=settings.model_kind, path=str(path), config=config, fingerprint=fingerprint)
     result = {
         "model_version": version, "path": str(path), "fingerprint": fingerprint,

@@ -1,23 +1,15 @@
--- Items a user gained ('added') or lost ('removed') between the previous published batch and the current one, to explain a change.
--- "Previous" is the batch that served before the current one (a replaced batch of the same date counts), while its
--- partition still exists; with none, every current item is 'added'. Reads the base tables, so it needs recsys_writer.
+-- Items a user gained ('added') or lost ('removed') between the previous batch and the current one, to explain a change (recsys_reader may run it).
+-- "Previous" is the view previous_batch: the batch that served before the current one (a replaced batch of the same
+-- date counts) while its lists still exist; with none, every current item is 'added'. Reads views only.
 WITH cur AS (
     SELECT c.item_id, c.rank
     FROM recsys.current_recommendations AS c
     WHERE c.user_id = %(user_id)s
 ),
 prev AS (
-    SELECT r.item_id, r.rank
-    FROM recsys.recommendations AS r
-    WHERE r.user_id = %(user_id)s
-      AND r.batch_id = (
-          SELECT b.batch_id
-          FROM recsys.batches AS b, recsys.current_batch AS now_serving
-          WHERE b.status IN ('published', 'replaced')
-            AND (b.ds, b.published_at) < (now_serving.ds, now_serving.published_at)
-          ORDER BY b.ds DESC, b.published_at DESC
-          LIMIT 1
-      )
+    SELECT p.item_id, p.rank
+    FROM recsys.previous_recommendations AS p
+    WHERE p.user_id = %(user_id)s
 )
 SELECT 'added' AS change, cur.item_id, cur.rank
 FROM cur

@@ -1,2 +1,0 @@
--- Recommendations live in their own database, apart from Airflow's metadata.
-CREATE DATABASE recsys;

@@ -1,0 +1,1 @@
+"""Benchmarks behind `recsys bench`: each measures the project against a reference in the same run."""

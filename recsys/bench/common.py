@@ -1,0 +1,88 @@
+"""What every benchmark shares: a throw-away PostgreSQL, timing, and the output format."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def scratch_database(keep: bool = False) -> Iterator[tuple[str, Path]]:
+    """A migrated database on an embedded PostgreSQL in a new temporary folder: (url, folder).
+
+    Never the project's own server: the folder and the server go away afterwards (unless `keep`).
+    """
+    import psycopg
+
+    from recsys.store.embedded import ensure_server, stop_server
+    from recsys.store.migrate import migrate
+
+    root = Path(tempfile.mkdtemp(prefix="recsys-bench-"))
+    try:
+        base = ensure_server(root / "pg")
+        name = "bench_" + uuid.uuid4().hex[:8]
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        url = base.replace("/recsys?", f"/{name}?", 1)
+        migrate(url)
+        yield url, root
+    finally:
+        if not keep:
+            with contextlib.suppress(Exception):
+                stop_server(root / "pg")
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def machine() -> str:
+    """One line naming the machine: CPU model, cores, memory, OS."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    load = ""
+    with contextlib.suppress(OSError):
+        load = f", load average {os.getloadavg()[0]:.1f} at start"
+    return f"{cpu}, {os.cpu_count()} cores{mem}, {platform.system()} {platform.release()}{load}"
+
+
+def table(rows: list[tuple], header: tuple) -> str:
+    cells = [tuple(str(c) for c in header)] + [tuple(_fmt(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def emit(report: str, result: dict) -> dict:
+    """Print the human table, then the result as one JSON object on the last line."""
+    print(report)
+    print(json.dumps(result))
+    return result

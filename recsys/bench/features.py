@@ -1,0 +1,342 @@
+"""`recsys bench features`: the Spark feature job vs the same sequence building in DuckDB, same run.
+
+    python -m recsys.bench.features --events 1000000
+    recsys bench features --events 1000000
+
+Steps, on a generated log of about `events` events (30 days; users scaled to reach the count)
+in a temporary lake:
+
+1. `spark_jobs/validate.py` for the last day (catches up the whole month): timed, for context;
+2. `spark_jobs/features.py`, the full job (item map, events + split, sequences, item and
+   user stats): timed;
+3. the job's sequence step alone, Spark (`attach_items` + `build_sequences`, written as the job
+   writes it) and DuckDB (one SQL statement: the same joins, the same order -- ts, funnel
+   position, item_id -- the same last-`max_seq_len` cut), both reading the validated Parquet
+   files and the item map the job wrote. They run `repeats` times, interleaved; the best of
+   each counts. Their outputs must be identical (checked).
+
+Each step runs in its own process, so peak memory is that process tree's resident set
+(sampled every 50 ms; for Spark the Python driver plus its JVM). Times exclude starting the
+engine (JVM and SparkSession; `import duckdb`), reported separately; before the Spark
+sequence step the JVM runs one other query on the same files (in the job, earlier steps
+warm it the same way), counted as engine start. Spark runs with the project's session
+settings on `local[*]`; DuckDB with its defaults (all cores).
+
+Prints a table, then one JSON line: {"events", "spark_seconds", "duckdb_seconds", "ratio", ...},
+where the seconds are the sequence step's and ratio = spark / duckdb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+# Events per user over the generator's 30 days with its default behaviour (measured: 69 ± 1).
+EVENTS_PER_USER = 69.2
+DAYS = 30
+END_DATE = dt.date(2026, 11, 27)
+
+
+# --- the workers (each runs in its own process) ---------------------------------------------
+
+
+def _spark_session():
+    from recsys.config import load_settings
+    from spark_jobs.session import get_spark
+
+    settings = load_settings()
+    t0 = time.perf_counter()
+    spark = get_spark(settings.spark_master, app_name="recsys-bench", driver_memory=settings.spark_driver_memory)
+    spark.range(1).count()  # the JVM and the session are up
+    return spark, settings, time.perf_counter() - t0
+
+
+def worker_validate(lake_root: Path, ds: dt.date, out: Path) -> dict:
+    from recsys.lake import Lake
+    from spark_jobs.validate import run_validation
+
+    spark, settings, startup = _spark_session()
+    settings = settings.model_copy(update={"lake_root": lake_root})
+    t0 = time.perf_counter()
+    report = run_validation(spark, Lake(lake_root), ds, settings)
+    return {"seconds": time.perf_counter() - t0, "startup": startup, "rows": report["rows_clean"]}
+
+
+def worker_spark_job(lake_root: Path, ds: dt.date, out: Path) -> dict:
+    from recsys.lake import Lake
+    from spark_jobs.features import run_features
+
+    spark, settings, startup = _spark_session()
+    settings = settings.model_copy(update={"lake_root": lake_root})
+    t0 = time.perf_counter()
+    manifest = run_features(spark, Lake(lake_root), ds, settings)
+    return {"seconds": time.perf_counter() - t0, "startup": startup, "rows": manifest["outputs"]["sequences"]["rows"]}
+
+
+def worker_spark_sequences(lake_root: Path, ds: dt.date, out: Path) -> dict:
+    """The job's sequence step on its own: read, attach item indices, build, write."""
+    from recsys.lake import Lake
+    from spark_jobs import io
+    from spark_jobs.features import ITEM_MAP_SCHEMA, attach_items, build_sequences
+
+    spark, settings, startup = _spark_session()
+    lake = Lake(lake_root)
+    days = _window(lake, ds, settings.history_days)
+    paths = [io.uri(lake.validated_events_partition(d)) for d in days]
+    # In the job this step follows others in the same JVM: warm it up with a different query
+    # on the same files (JIT, class loading), so the step's own code generation still counts.
+    t0 = time.perf_counter()
+    spark.read.schema(io.EVENTS).parquet(*paths).groupBy("event_type").count().collect()
+    startup += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    events = spark.read.schema(io.EVENTS).parquet(*paths)
+    catalogue = spark.read.schema(io.ITEMS).parquet(io.uri(lake.validated_items(ds)))
+    item_map = spark.read.schema(ITEM_MAP_SCHEMA).parquet(io.uri(lake.item_map_root / f"ds={ds}"))
+    n_events = json.loads((lake.features(ds) / "manifest.json").read_text())["outputs"]["events"]["rows"]
+    seqs = build_sequences(attach_items(events, item_map, catalogue), settings.max_seq_len)
+    io.write_parquet(seqs, out, io.n_files(n_events))
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "startup": startup, "rows": spark.read.parquet(io.uri(out)).count()}
+
+
+DUCKDB_SEQUENCES = """
+COPY (
+    WITH ev AS (
+        SELECT e.user_id, e.item_id, m.item_idx, e.event_type, e.ts,
+               list_position(['view', 'click', 'cart', 'purchase', 'rating'], e.event_type) AS rank
+        FROM read_parquet($events) AS e
+        JOIN read_parquet($item_map) AS m USING (item_id)
+        LEFT JOIN read_parquet($catalogue) AS c USING (item_id)
+    ),
+    numbered AS (
+        SELECT *,
+               row_number() OVER (PARTITION BY user_id ORDER BY ts DESC, rank DESC, item_id DESC) AS rn,
+               count(*) OVER (PARTITION BY user_id) AS n_events
+        FROM ev
+    )
+    SELECT user_id,
+           list(item_idx ORDER BY ts, rank, item_id) AS item_idxs,
+           list(event_type ORDER BY ts, rank, item_id) AS event_types,
+           list(ts ORDER BY ts, rank, item_id) AS ts,
+           any_value(n_events)::BIGINT AS n_events
+    FROM numbered
+    WHERE rn <= $max_len
+    GROUP BY user_id
+) TO '{out}' (FORMAT parquet)
+"""
+
+
+def worker_duckdb_sequences(lake_root: Path, ds: dt.date, out: Path) -> dict:
+    from recsys.config import load_settings
+    from recsys.lake import Lake
+
+    settings = load_settings()
+    lake = Lake(lake_root)
+    t0 = time.perf_counter()
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    startup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    days = _window(lake, ds, settings.history_days)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "part-0.parquet"
+    con.execute(
+        DUCKDB_SEQUENCES.format(out=str(target).replace("'", "''")),
+        {
+            "events": [str(lake.validated_events_partition(d) / "*.parquet") for d in days],
+            "item_map": str(lake.item_map_root / f"ds={ds}" / "*.parquet"),
+            "catalogue": str(lake.validated_items(ds) / "*.parquet"),
+            "max_len": settings.max_seq_len,
+        },
+    )
+    seconds = time.perf_counter() - t0
+    rows = con.execute("SELECT count(*) FROM read_parquet($p)", {"p": str(target)}).fetchone()[0]
+    return {"seconds": seconds, "startup": startup, "rows": rows}
+
+
+WORKERS = {
+    "validate": worker_validate,
+    "spark-job": worker_spark_job,
+    "spark-sequences": worker_spark_sequences,
+    "duckdb-sequences": worker_duckdb_sequences,
+}
+
+
+def _window(lake, ds: dt.date, history_days: int) -> list[dt.date]:
+    days = [ds - dt.timedelta(days=k) for k in range(history_days - 1, -1, -1)]
+    return [d for d in days if lake.validated_events_partition(d).exists()]
+
+
+# --- the parent: runs each worker, samples its memory --------------------------------------
+
+
+def _tree_rss(proc) -> int:
+    import psutil
+
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_worker(name: str, lake_root: Path, ds: dt.date, out: Path, env: dict) -> dict:
+    """Run one worker in a fresh process; its result plus wall time and peak tree RSS."""
+    import psutil
+
+    cmd = [sys.executable, "-m", "recsys.bench.features", "--worker", name, "--lake-root", str(lake_root),
+           "--ds", ds.isoformat(), "--out", str(out)]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    ps, peak, done = psutil.Process(proc.pid), 0, threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            try:
+                peak = max(peak, _tree_rss(ps))
+            except psutil.Error:
+                pass
+            done.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    done.set()
+    sampler.join()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench worker {name} failed ({proc.returncode}):\n{stderr[-3000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return {**result, "wall": wall, "peak_rss": peak}
+
+
+def _same_sequences(a: Path, b: Path) -> int:
+    """Users whose sequences differ between the two outputs (0 = identical)."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con.execute(
+        """
+        SELECT count(*) FROM read_parquet($a) AS x FULL JOIN read_parquet($b) AS y USING (user_id)
+        WHERE x.item_idxs IS DISTINCT FROM y.item_idxs OR x.event_types IS DISTINCT FROM y.event_types
+           OR x.ts IS DISTINCT FROM y.ts OR x.n_events IS DISTINCT FROM y.n_events
+        """,
+        {"a": str(a / "*.parquet"), "b": str(b / "*.parquet")},
+    ).fetchone()[0]
+
+
+def run(events: int = 1_000_000, repeats: int = 2, workdir: Path | None = None, keep: bool = False) -> dict:
+    from recsys.bench.common import emit, machine, table
+    from recsys.data.generate import GenerateConfig, generate
+
+    users = max(100, round(events / EVENTS_PER_USER))
+    items = min(50_000, max(1_000, users // 3))
+    root = Path(workdir or tempfile.mkdtemp(prefix="recsys-bench-features-"))
+    lake_root = root / "lake"
+    env = {**os.environ, "RECSYS_LAKE_ROOT": str(lake_root)}
+    try:
+        t0 = time.perf_counter()
+        summary = generate(lake_root, GenerateConfig(n_users=users, n_items=items, days=DAYS, end_date=END_DATE))
+        gen_seconds = time.perf_counter() - t0
+        ds = END_DATE
+        rows = {}
+        rows["validate"] = run_worker("validate", lake_root, ds, root / "unused", env)
+        rows["spark-job"] = run_worker("spark-job", lake_root, ds, root / "unused", env)
+        best: dict[str, dict] = {}
+        for _ in range(repeats):
+            for name in ("spark-sequences", "duckdb-sequences"):
+                r = run_worker(name, lake_root, ds, root / name, env)
+                if name not in best or r["seconds"] < best[name]["seconds"]:
+                    best[name] = {**r, "peak_rss": max(r["peak_rss"], best.get(name, {}).get("peak_rss", 0))}
+                else:
+                    best[name]["peak_rss"] = max(best[name]["peak_rss"], r["peak_rss"])
+        rows.update(best)
+        differing = _same_sequences(root / "spark-sequences", root / "duckdb-sequences")
+        job_differing = _same_sequences(lake_root / "features" / f"ds={ds}" / "sequences", root / "duckdb-sequences")
+        if differing or job_differing:
+            raise RuntimeError(f"Spark and DuckDB sequences differ for {differing} (job: {job_differing}) users")
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+    spark_s, duck_s = rows["spark-sequences"]["seconds"], rows["duckdb-sequences"]["seconds"]
+    labels = {
+        "validate": "Spark validate (context)",
+        "spark-job": "Spark features, full job",
+        "spark-sequences": "Spark sequences",
+        "duckdb-sequences": "DuckDB sequences",
+    }
+    report = "\n".join(
+        [
+            f"feature job vs DuckDB: {summary['events']:,} events, {users:,} users, {items:,} items, {DAYS} days; "
+            f"best of {repeats} for the sequence steps",
+            f"machine: {machine()}",
+            f"generated in {gen_seconds:.1f}s",
+            "",
+            table(
+                [
+                    (labels[k], r["seconds"], r["startup"], r["wall"], r["peak_rss"] / 2**20, r["rows"])
+                    for k, r in rows.items()
+                ],
+                ("step", "seconds", "engine start s", "process wall s", "peak RSS MiB", "rows out"),
+            ),
+            "",
+            f"sequence step, Spark / DuckDB: {spark_s / duck_s:.2f}x (outputs identical for all "
+            f"{rows['duckdb-sequences']['rows']:,} users)",
+        ]
+    )
+    result = {
+        "events": summary["events"],
+        "spark_seconds": round(spark_s, 2),
+        "duckdb_seconds": round(duck_s, 2),
+        "ratio": round(spark_s / duck_s, 2),
+        "spark_job_seconds": round(rows["spark-job"]["seconds"], 2),
+        "validate_seconds": round(rows["validate"]["seconds"], 2),
+        "spark_peak_rss_mib": round(rows["spark-sequences"]["peak_rss"] / 2**20),
+        "spark_job_peak_rss_mib": round(rows["spark-job"]["peak_rss"] / 2**20),
+        "duckdb_peak_rss_mib": round(rows["duckdb-sequences"]["peak_rss"] / 2**20),
+        "users": users,
+        "items": items,
+    }
+    return emit(report, result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--events", type=int, default=1_000_000, help="about this many generated events (default 1000000)")
+    p.add_argument("--repeats", type=int, default=2, help="runs of each sequence step; the best counts (default 2)")
+    p.add_argument("--workdir", help="keep the scratch lake here instead of a temporary folder")
+    p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    p.add_argument("--lake-root", help=argparse.SUPPRESS)
+    p.add_argument("--ds", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        from recsys import runtime
+
+        runtime.configure()
+        result = WORKERS[args.worker](Path(args.lake_root), dt.date.fromisoformat(args.ds), Path(args.out))
+        print(json.dumps(result))
+        return 0
+    run(events=args.events, repeats=args.repeats, workdir=Path(args.workdir) if args.workdir else None,
+        keep=bool(args.workdir))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""MTRLConfig: every setting of the multi-task RL recommender, each default with its reason.
+
+Presets name the ablations (`full`, `no_text`, `no_q`, `no_behaviour`, `sasrec_ce`); a
+preset is a set of overrides on the defaults, and explicit overrides win over the preset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from recsys.errors import ConfigError
+
+ITEM_REPRS = ("id", "text", "both")
+WEIGHTINGS = ("fixed", "uncertainty")
+SCORE_HEADS = ("rank", "q", "blend")
+
+
+@dataclass(frozen=True)
+class MTRLConfig:
+    # --- item representation ---
+    # id + text: items with history keep their own vector, new items still get one from text.
+    item_repr: str = "both"
+
+    # --- state encoder (SASRec-sized: what published full-ranking numbers use) ---
+    # Last 50 interactions: S3-Rec/SASRec use 50 on Amazon; longer adds cost, little signal.
+    max_len: int = 50
+    # Windows over long histories do not overlap, so each target is seen once per epoch.
+    window_stride: int = 50
+    # 64 is the published SASRec/S3-Rec hidden size for these data sizes.
+    d: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    # Sparse Amazon-style data overfits fast; 0.3 was best across the three dev sets (docs/MODEL.md).
+    dropout: float = 0.3
+    # Behaviour-type and time-gap embeddings; off makes the encoder a plain SASRec.
+    side_inputs: bool = True
+    # log2(seconds) buckets: bucket 1+k holds gaps of about 2^k s; 22 buckets reach ~24 days.
+    n_gap_buckets: int = 24
+    # Serving histories carry no timestamps: hiding gaps in a share of training windows
+    # teaches the encoder to do without them.
+    gap_dropout: float = 0.25
+
+    # --- ranking head ---
+    # Above this many items the softmax is sampled (with log-Q correction): full logits
+    # for (positions x items) stop fitting in memory.
+    full_softmax_max_items: int = 50_000
+    # Negatives per batch for the sampled softmax, drawn by training popularity.
+    n_sampled: int = 4096
+
+    # --- Q-learning head (SQN / SNQN, Xin et al. 2020/2022) ---
+    q_head: bool = True
+    # SQN's discount: the next few interactions matter, the far future is noise.
+    gamma: float = 0.5
+    # Soft target update p' <- (1 - tau) p' + tau p per step: a target that lags ~100 steps.
+    tau: float = 0.01
+    # Unobserved actions (reward 0, state unchanged) so Q ranks, not only regresses (SNQN).
+    q_negatives: int = 64
+    # Reward of each behaviour, indexed like schema.EVENT_TYPES (view, click, cart,
+    # purchase, rating); the issue's default funnel values.
+    rewards: tuple[float, ...] = (0.0, 0.2, 0.5, 1.0, 0.0)
+    # A rating r adds clip((r - mid) / scale, -1, 1): 5 stars +1, 1 star -1, 3 stars 0.
+    rating_reward_mid: float = 3.0
+    rating_reward_scale: float = 2.0
+    # SAC variant: the ranking loss of each position is weighted by its detached Q value.
+    sac: bool = False
+    # Q is meaningless at the start; weighting begins after this many steps (SQN does the same).
+    sac_warmup_steps: int = 500
+
+    # --- behaviour (ESMM) and rating heads ---
+    behaviour_heads: bool = True
+    rating_head: bool = True
+
+    # --- task weighting ---
+    # `fixed` uses the w_* below; `uncertainty` learns them (Kendall et al. 2018), see MODEL.md.
+    weighting: str = "fixed"
+    # Auxiliary tasks regularise the shared encoder; at these weights they never cost ranking
+    # quality on the dev sets (docs/MODEL.md), at 1.0 the Q loss did.
+    w_q: float = 0.1
+    w_behaviour: float = 0.1
+    w_rating: float = 0.1
+
+    # --- which score serves ---
+    # `rank`: ranking head; `q`: Q head; `blend`: log_softmax(rank) + blend_weight * Q.
+    score_head: str = "rank"
+    blend_weight: float = 1.0
+
+    # --- optimisation ---
+    # 256 sequences per step: SASRec's batch; memory stays bounded by max_len x items.
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    # A short warm-up keeps the first Adam steps from wrecking the fresh embeddings.
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    # Upper bound only: early stopping on validation NDCG@10 ends runs well before it.
+    max_epochs: int = 60
+    # Stop after this many optimiser steps (0 = no limit): smoke tests and the GPU check.
+    max_steps: int = 0
+    # Epochs without a validation gain before stopping; dev curves are noisy at 1-2 epochs.
+    patience: int = 5
+    # Validation users ranked per epoch (a fixed subset): enough for +-0.002 NDCG, cheap.
+    eval_users: int = 5000
+    seed: int = 0
+    # `auto` = CUDA when torch sees one, else CPU.
+    device: str = "auto"
+    # bf16 autocast on CUDA (ignored on CPU, where it is slower and changes results).
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.item_repr in ITEM_REPRS, f"item_repr must be one of {ITEM_REPRS}"),
+            (self.weighting in WEIGHTINGS, f"weighting must be one of {WEIGHTINGS}"),
+            (self.score_head in SCORE_HEADS, f"score_head must be one of {SCORE_HEADS}"),
+            (self.d % self.n_heads == 0, "d must be divisible by n_heads"),
+            (self.max_len >= 2 and self.window_stride >= 1, "max_len >= 2 and window_stride >= 1"),
+            (0.0 <= self.dropout < 1.0 and 0.0 <= self.gap_dropout <= 1.0, "dropouts in [0, 1)"),
+            (0.0 <= self.gamma < 1.0, "gamma must be in [0, 1)"),
+            (0.0 < self.tau <= 1.0, "tau must be in (0, 1]"),
+            (len(self.rewards) == 5, "rewards needs one value per event type (5)"),
+            (self.n_gap_buckets >= 2, "n_gap_buckets must be at least 2"),
+            (self.batch_size >= 1 and self.lr > 0, "batch_size >= 1 and lr > 0"),
+            (self.score_head == "rank" or self.q_head, "score_head q/blend needs q_head"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"mtrl config: {msg}")
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["rewards"] = list(self.rewards)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MTRLConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"mtrl config: unknown setting(s) {unknown}")
+        d = dict(d)
+        if "rewards" in d:
+            d["rewards"] = tuple(float(r) for r in d["rewards"])
+        return cls(**d)
+
+
+# Ablations from config: each names what it removes from `full`.
+PRESETS: dict[str, dict] = {
+    "full": {},
+    "no_text": {"item_repr": "id"},
+    "no_q": {"q_head": False, "sac": False},
+    "no_behaviour": {"behaviour_heads": False, "rating_head": False},
+    # SASRec trained with full-catalogue cross-entropy: ids only, one task, no side inputs.
+    "sasrec_ce": {
+        "item_repr": "id", "q_head": False, "sac": False, "behaviour_heads": False,
+        "rating_head": False, "side_inputs": False,
+    },
+}
+
+
+def make_config(preset: str = "full", **overrides) -> MTRLConfig:
+    """The preset's settings with `overrides` on top (explicit overrides win)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"mtrl: unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+    return MTRLConfig.from_dict({**PRESETS[preset], **overrides})
+
+
+def with_changes(cfg: MTRLConfig, **changes) -> MTRLConfig:
+    return replace(cfg, **changes)

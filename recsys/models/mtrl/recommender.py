@@ -1,0 +1,104 @@
+"""MTRLModel: the multi-task RL network behind the project's Recommender protocol.
+
+    model = build_model("mtrl", preset="full", text_path="item_text.npy")
+    model.fit(train, validation_cases(data))     # early stopping on valid NDCG@10
+    scores = model.score(histories)              # (B, n_items) float32
+    model.save(folder); load_model(folder)       # model.json + weights.safetensors
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recsys.data.interactions import Interactions
+from recsys.errors import ConfigError
+from recsys.models.base import write_meta
+from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
+from recsys.models.mtrl.config import make_config
+from recsys.models.mtrl.train import score_histories, train
+
+
+class MTRLModel:
+    kind = "mtrl"
+
+    def __init__(self, preset: str = "full", text_path: str | None = None, init_from: str | None = None, **overrides):
+        """preset: full | no_text | no_q | no_behaviour | sasrec_ce; overrides: MTRLConfig fields.
+
+        text_path: .npy (n_items_at_encode_time, D) float32, row i = item_idx i, zeros = no text.
+        init_from: a saved mtrl model folder (the champion) to warm-start from.
+        """
+        self.cfg = make_config(preset, **overrides)
+        self.params = {"preset": preset, "text_path": text_path, **overrides}
+        self.text_path, self.init_from = text_path, init_from
+        self.net = None
+        self.meta: dict = {}
+
+    # --- training ---
+    def fit(self, train_data: Interactions, valid=None, out_dir: Path | None = None) -> "MTRLModel":
+        text = self._read_text()
+        init = load_checkpoint(Path(self.init_from) / WEIGHTS_FILE) if self.init_from else None
+        art = train(self.cfg, train_data, valid, text=text, init=init, out_dir=out_dir)
+        self.net, self.meta = art.net, art.meta
+        return self
+
+    def _read_text(self) -> np.ndarray | None:
+        if not self.text_path:
+            return None
+        path = Path(self.text_path)
+        if not path.exists():
+            raise ConfigError(f"mtrl: text_path {path} does not exist (run the encode stage first)")
+        text = np.load(path)
+        if text.ndim != 2:
+            raise ConfigError(f"mtrl: {path} must be a 2-d (items, dim) matrix, got shape {text.shape}")
+        return text.astype(np.float32, copy=False)
+
+    # --- serving ---
+    def _ready(self):
+        if self.net is None:
+            raise ConfigError("mtrl: model is not trained or loaded")
+        return self.net
+
+    def score(self, histories: list[np.ndarray]) -> np.ndarray:
+        """(B,) item_idx histories -> (B, n_items); every step is taken as the most common behaviour."""
+        return self.score_events(histories, None)
+
+    def score_events(self, histories: list[np.ndarray], events: list[np.ndarray] | None, ts: list[np.ndarray] | None = None) -> np.ndarray:
+        """As score(), with each step's behaviour (schema.EVENT_TYPES index) and optional µs timestamps."""
+        net = self._ready()
+        return score_histories(net, list(histories), events, ts, default_type=self.meta.get("default_type", 0))
+
+    def set_item_text(self, matrix: np.ndarray) -> None:
+        """Grow the catalogue to matrix's rows; items newer than the model get a text-only vector."""
+        net = self._ready()
+        text = torch.from_numpy(np.asarray(matrix, np.float32))
+        if net.text_proj is not None and text.shape[1] != net.text.shape[1]:
+            raise ConfigError(f"mtrl: text dim {text.shape[1]} != trained dim {net.text.shape[1]}")
+        net.grow_items(max(len(text), net.n_items), text)
+
+    def explain(self, history: np.ndarray, items: np.ndarray) -> list[str]:
+        """Per item: the history step whose representation is closest (cosine) to it."""
+        net = self._ready()
+        tail = np.asarray(history, np.int64)[-net.cfg.max_len :]
+        tail = tail[tail < net.n_items]
+        if not len(tail):
+            return ["popular"] * len(items)
+        with torch.no_grad():
+            table = torch.nn.functional.normalize(net.item_table(), dim=-1)
+            idx = torch.from_numpy(np.minimum(np.asarray(items, np.int64), net.n_items - 1))
+            sim = table[idx] @ table[torch.from_numpy(tail)].T  # (K, H)
+            best = sim.argmax(1).numpy()
+        return [f"because of {int(tail[b])}" for b in best]
+
+    # --- persistence ---
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        write_meta(path, self.kind, self.params)
+        save_checkpoint(path / WEIGHTS_FILE, self._ready(), self.meta)
+
+    def load_state(self, path: Path) -> None:
+        self.net, self.meta = load_checkpoint(Path(path) / WEIGHTS_FILE)
+        self.net.eval()
+        self.cfg = self.net.cfg

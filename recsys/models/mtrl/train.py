@@ -1,0 +1,376 @@
+"""train(cfg, data, ...) -> Artifact: the one training loop of the multi-task RL recommender.
+
+CPU or CUDA (bf16 autocast), deterministic on CPU for a seed, early stopping on validation
+NDCG@10, warm start from a champion checkpoint, and DDP when started by torchrun:
+
+    torchrun --nproc_per_node=2 -m recsys.models.mtrl.train \
+        --features var/lake/features/ds=2026-11-27 --out var/models/mtrl-dev --set max_epochs=5
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from recsys.data.interactions import Interactions
+from recsys.evaluate.metrics import ranking_report
+from recsys.evaluate.protocol import EvalCases
+from recsys.models.mtrl.batches import CLICK, PURCHASE, Steps, Windows, encode_histories, make_windows, to_steps
+from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, fingerprint, save_checkpoint
+from recsys.models.mtrl.config import MTRLConfig, with_changes
+from recsys.models.mtrl.model import MTRLNet
+from recsys.scoring import top_k
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Artifact:
+    net: MTRLNet  # best weights (by validation NDCG@10), on the CPU
+    cfg: MTRLConfig  # the config actually trained (heads without signal switched off)
+    meta: dict = field(default_factory=dict)  # step, epoch, fingerprint, history, notes, timings
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def pick_device(pref: str) -> torch.device:
+    if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def lr_at(step: int, cfg: MTRLConfig) -> float:
+    """Linear warm-up over warmup_steps, then constant (early stopping ends the run)."""
+    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+
+
+def adapt_config(cfg: MTRLConfig, steps: Steps, win: Windows, text: np.ndarray | None) -> tuple[MTRLConfig, list[str]]:
+    """Switch off what the data cannot train, and say so (a head with a constant label learns nothing)."""
+    notes, changes = [], {}
+    if cfg.item_repr != "id" and (text is None or not np.any(text)):
+        changes["item_repr"] = "id"
+        notes.append(f"item_repr {cfg.item_repr} -> id: no item text given")
+    real = win.target >= 0
+    t_type = win.t_type[real]
+    impressions = t_type <= PURCHASE
+    click = t_type[impressions] >= CLICK
+    buy = t_type[impressions] == PURCHASE
+    constant = lambda x: len(np.unique(x)) < 2  # noqa: E731
+    if cfg.behaviour_heads and (constant(click) and constant(buy)):
+        changes["behaviour_heads"] = False
+        notes.append("behaviour heads off: every impression has the same click/purchase label")
+    if cfg.rating_head and not np.any(~np.isnan(win.rating[real])):
+        changes["rating_head"] = False
+        notes.append("rating head off: no ratings in the training data")
+    if cfg.q_head and np.ptp(win.reward[real]) == 0:
+        notes.append("one reward value only: the Q head acts as a discounted next-item classifier")
+    return (with_changes(cfg, **changes) if changes else cfg), notes
+
+
+def dist_setup(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); joins the process group when started by torchrun (or spawn)."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def length_batches(idx: np.ndarray, length: np.ndarray, size: int, rng: np.random.Generator, pool: int = 50) -> list[np.ndarray]:
+    """Batches of similar-length windows: shuffled pools of `pool` batches, sorted by length
+    inside a pool, batch order shuffled. Short windows stop paying for long ones' padding."""
+    out = []
+    for lo in range(0, len(idx), size * pool):
+        chunk = idx[lo : lo + size * pool]
+        chunk = chunk[np.argsort(length[chunk], kind="stable")]
+        out += [chunk[i : i + size] for i in range(0, len(chunk), size)]
+    return [out[i] for i in rng.permutation(len(out))]
+
+
+def to_batch(win: Windows, idx: np.ndarray, device: torch.device, gap_dropout: float, rng: np.random.Generator) -> dict:
+    T = int(win.length[idx].max())  # right padding: columns past the longest window are empty
+    gap = win.gap[idx, :T].copy()
+    gap[rng.random(len(idx)) < gap_dropout] = 0  # hide time gaps as serving does
+    arrays = {
+        "item": win.item[idx, :T], "btype": win.btype[idx, :T], "gap": gap, "length": win.length[idx],
+        "target": win.target[idx, :T], "t_type": win.t_type[idx, :T], "reward": win.reward[idx, :T],
+        "rating": win.rating[idx, :T], "done": win.done[idx, :T], "boot": win.boot[idx, :T],
+    }
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True) for k, v in arrays.items()}
+
+
+@torch.no_grad()
+def score_histories(
+    net: MTRLNet,
+    histories: list[np.ndarray],
+    events: list[np.ndarray] | None = None,
+    ts: list[np.ndarray] | None = None,
+    default_type: int = 0,
+    block: int = 512,
+) -> np.ndarray:
+    """(B,) item_idx histories -> (B, n_items) float32 scores with the configured head."""
+    cfg = net.cfg
+    device = net.has_id.device
+    was_training = net.training
+    net.eval()
+    out = np.zeros((len(histories), net.n_items), np.float32)
+    for lo in range(0, len(histories), block):
+        sl = slice(lo, lo + block)
+        arrays = encode_histories(
+            histories[sl], None if events is None else events[sl], None if ts is None else ts[sl],
+            default_type, cfg.max_len, cfg.n_gap_buckets,
+        )
+        items, btype, gap, length = (torch.from_numpy(a).to(device) for a in arrays)
+        items = items.clamp(max=net.n_items - 1)  # unknown ids (newer than the model) cannot be embedded
+        s = net.predict(items, btype, gap, length, cfg.score_head, cfg.blend_weight)
+        out[sl] = s.float().cpu().numpy()
+    net.train(was_training)
+    return out
+
+
+class _Scorer:
+    """The Recommender.score face of a bare network, for the shared top_k routine."""
+
+    def __init__(self, net: MTRLNet, default_type: int):
+        self.net, self.default_type = net, default_type
+
+    def score(self, histories):
+        return score_histories(self.net, histories, default_type=self.default_type)
+
+
+def evaluate(net: MTRLNet, cases: EvalCases, default_type: int, k: int = 10) -> dict[str, float]:
+    """NDCG@k / HR@k ranking the full catalogue, history items excluded (the project protocol)."""
+    items, _ = top_k(_Scorer(net, default_type), cases.histories, k, exclude=cases.exclude)
+    rep = ranking_report(items, cases.targets, ks=(k,))
+    return {f"ndcg@{k}": rep[f"ndcg@{k}"], f"hr@{k}": rep[f"hr@{k}"]}
+
+
+def _subset(cases: EvalCases, n: int, seed: int) -> EvalCases:
+    if len(cases.histories) <= n:
+        return cases
+    keep = np.sort(np.random.default_rng(seed).choice(len(cases.histories), n, replace=False))
+    return EvalCases(cases.users[keep], *[[lst[i] for i in keep] for lst in (cases.histories, cases.targets, cases.exclude)])
+
+
+# ------------------------------------------------------------------ the loop
+
+
+def train(
+    cfg: MTRLConfig,
+    data: Interactions,
+    valid: EvalCases | None = None,
+    text: np.ndarray | None = None,
+    init: tuple[MTRLNet, dict] | None = None,
+    out_dir: Path | None = None,
+    progress: bool = True,
+) -> Artifact:
+    """Train on every interaction of `data`; stop early on `valid` NDCG@10 when given.
+
+    text: (n_text, Dt) float32 item vectors, row i = item_idx i (zeros = no text).
+    init: a (network, metadata) champion to warm-start from; its items keep their vectors,
+    items new since then start from their text. out_dir: best checkpoint written there.
+    """
+    t_start = time.perf_counter()
+    device = pick_device(cfg.device)
+    rank, world = dist_setup(device)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)  # the epoch permutation: identical on every rank
+
+    # --- data: steps -> windows; heads the data cannot train are switched off ---
+    steps = to_steps(data)
+    win = make_windows(steps, cfg.max_len, cfg.window_stride, cfg.n_gap_buckets, cfg.rewards, cfg.rating_reward_mid, cfg.rating_reward_scale)
+    if not len(win):
+        raise ValueError("mtrl: no user has two or more steps to learn from")
+    cfg, notes = adapt_config(cfg, steps, win, text)
+    if rank == 0:
+        for note in notes:
+            log.info("mtrl: %s", note)
+    n_items = max(data.n_items, 0 if text is None else len(text), 0 if init is None else init[0].n_items)
+    default_type = int(np.bincount(steps.btype, minlength=5).argmax())
+
+    # --- model: fresh, or the champion grown to tonight's catalogue ---
+    text_t = None if text is None else torch.from_numpy(np.asarray(text, np.float32))
+    net = _build(cfg, n_items, text_t, init, notes)
+    seen = np.bincount(steps.item, minlength=n_items)[:n_items] > 0
+    net.has_id = torch.maximum(net.has_id, torch.from_numpy(seen).float())
+    ratings = steps.rating[~np.isnan(steps.rating)]
+    if len(ratings):
+        net.rating_stats = torch.tensor([ratings.mean(), max(ratings.std(), 1e-3)], dtype=torch.float32)
+    net.to(device)
+    target_net = copy.deepcopy(net).eval().requires_grad_(False) if cfg.q_head else None
+    model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    counts = np.bincount(win.target[win.target >= 0], minlength=n_items).astype(np.float64) + 1.0
+    sample_p = torch.tensor(counts / counts.sum(), dtype=torch.float32, device=device)
+    amp = device.type == "cuda" and cfg.amp
+    local_rng = np.random.default_rng([cfg.seed, rank])  # batch order and gap dropout of this rank
+    eval_cases = _subset(valid, cfg.eval_users, cfg.seed) if valid is not None and len(valid.histories) else None
+
+    per_rank = max(cfg.batch_size // world, 1)
+    n_use = len(win) - len(win) % world if len(win) >= world else len(win)
+    meta = {
+        "fingerprint": fingerprint(data), "n_windows": len(win), "n_steps": int(len(steps.item)),
+        "default_type": default_type, "notes": notes, "history": [], "world_size": world,
+        "device": str(device), "tasks": list(net.tasks),
+    }
+    best, best_state, bad, step, epoch = -1.0, None, 0, 0, 0
+    curve: list[tuple[int, torch.Tensor]] = []  # (step, total loss) every 10 steps
+    for epoch in range(1, cfg.max_epochs + 1):
+        t0 = time.perf_counter()
+        perm = rng.permutation(len(win))[:n_use][rank::world]  # same permutation on every rank
+        batches = length_batches(perm, win.length, per_rank, local_rng)
+        sums: dict[str, torch.Tensor] = {}  # on the device: no host sync per step
+        net.train()
+        bar = tqdm(batches, desc=f"mtrl epoch {epoch}", disable=not progress or rank != 0, leave=False, unit="batch")
+        for idx in bar:
+            # schedule
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            # forward / backward
+            batch = to_batch(win, idx, device, cfg.gap_dropout, local_rng)
+            batch["sample_p"] = sample_p
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss, parts = model(batch, target_net, sac=cfg.sac and step >= cfg.sac_warmup_steps)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            # clip, step, soft target update
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            if target_net is not None:
+                with torch.no_grad():
+                    for p_t, p in zip(target_net.parameters(), net.parameters()):
+                        p_t.lerp_(p, cfg.tau)
+            step += 1
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v.float()
+            # log
+            if step % 10 == 1:
+                curve.append((step, loss.detach().float()))
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step == cfg.max_steps:
+                break
+        seconds = time.perf_counter() - t0
+        n_batches = max(len(batches), 1)
+        row = {"epoch": epoch, "step": step, "seconds": round(seconds, 2), "seq_per_s": round(len(perm) * world / seconds, 1)}
+        row.update({f"loss_{k}": round(float(v) / n_batches, 4) for k, v in sums.items()})
+        if cfg.weighting == "uncertainty":
+            row["weights"] = net.task_weights.weights()
+
+        # eval (rank 0) and early stopping, decided together on every rank
+        stop = epoch == cfg.max_epochs or step == cfg.max_steps
+        if eval_cases is not None:
+            score = torch.zeros(2, device=device)
+            if rank == 0:
+                row.update({k: round(v, 5) for k, v in evaluate(net, eval_cases, default_type).items()})
+                improved = row["ndcg@10"] > best
+                if improved:
+                    best, bad, best_state = row["ndcg@10"], 0, _cpu_state(net)
+                    meta.update(step=step, epoch=epoch, best_ndcg10=best)
+                    # checkpoint (best so far)
+                    if out_dir is not None:
+                        save_checkpoint(Path(out_dir) / WEIGHTS_FILE, net, {**meta, "history": meta["history"] + [row]})
+                else:
+                    bad += 1
+                score[:] = torch.tensor([row["ndcg@10"], float(bad >= cfg.patience)])
+            if world > 1:
+                dist.broadcast(score, 0)
+            stop = stop or bool(score[1])
+        meta["history"].append(row)
+        if rank == 0:
+            log.info("mtrl %s", " ".join(f"{k}={v}" for k, v in row.items()))
+        if stop:
+            break
+
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    elif "step" not in meta:  # no validation: the last weights are the result
+        meta.update(step=step, epoch=epoch)
+        if out_dir is not None and rank == 0:
+            save_checkpoint(Path(out_dir) / WEIGHTS_FILE, net, meta)
+    if world > 1 and eval_cases is not None:  # rank 0 alone restored its best weights: share them
+        for t in net.state_dict().values():
+            dist.broadcast(t, 0)
+    total = time.perf_counter() - t_start
+    train_s = sum(r["seconds"] for r in meta["history"])
+    meta.update(
+        loss_curve=[(s, round(float(v), 4)) for s, v in curve],
+        epochs_run=epoch, seconds=round(total, 2), train_seconds=round(train_s, 2),
+        seq_per_s=round(sum(r["seq_per_s"] for r in meta["history"]) / max(len(meta["history"]), 1), 1),
+    )
+    return Artifact(net.cpu().eval(), cfg, meta)
+
+
+def _cpu_state(net: MTRLNet) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+
+def _build(cfg: MTRLConfig, n_items: int, text: torch.Tensor | None, init, notes: list[str]) -> MTRLNet:
+    text_dim = 0 if text is None else text.shape[1]
+    if init is not None:
+        old, _ = init
+        net = MTRLNet(cfg, old.n_items, text_dim)
+        try:
+            net.load_state_dict(old.state_dict(), strict=True)
+            net.grow_items(n_items, text)
+            notes.append(f"warm start: {old.n_items} items from the champion, {n_items - old.n_items} new from text")
+            return net
+        except RuntimeError as err:  # a different architecture: the champion cannot seed it
+            notes.append(f"warm start skipped, champion incompatible: {str(err).splitlines()[0]}")
+    net = MTRLNet(cfg, n_items, text_dim)
+    if text is not None and net.text_proj is not None:
+        net.text[: len(text)] = text[:n_items]
+    return net
+
+
+# ------------------------------------------------------------------ torchrun entry point
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train on a features folder (train split; valid split for early stopping); rank 0 saves."""
+    from recsys.data.interactions import load_interactions
+    from recsys.evaluate.protocol import validation_cases
+    from recsys.models.mtrl.recommender import MTRLModel
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--features", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--text", type=Path, default=None, help="item_text.npy, row i = item_idx i")
+    ap.add_argument("--preset", default="full")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    overrides = dict(_parse_kv(kv) for kv in args.set)
+    model = MTRLModel(args.preset, text_path=str(args.text) if args.text else None, **overrides)
+    data = load_interactions(args.features)
+    model.fit(data.in_splits("train"), validation_cases(data))
+    if int(os.environ.get("RANK", 0)) == 0:
+        model.save(args.out)
+        print(model.meta.get("history", [])[-1] if model.meta.get("history") else {})
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _parse_kv(kv: str):
+    key, _, raw = kv.partition("=")
+    import json
+
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""The run log in PostgreSQL: one structured summary per published batch, one row per failed run.
+
+A nightly run leaves `runs/ds=<ds>/<stage>.json` in the lake; `collect_run_summary` folds them
+into one small document (rows in and quarantined, features built, model metrics, gate decision,
+rows published, seconds per stage) and `record_run_summary` stores it under the key `run` of
+the batch's `recsys.batches.summary`, next to what the publisher wrote there. A task that fails
+for good records its task id, try number and a one-line cause with `record_failure`, as a
+`failed` row of `recsys.batches` for its date and run id. `recsys status` reads both back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from recsys.lake import Lake, parse_ds
+from recsys.store.db import connect, one_line
+
+log = logging.getLogger(__name__)
+
+# The headline metrics kept in the summary; the full table stays in recsys.evaluations.
+HEADLINE_METRICS = ("ndcg@10", "hr@10", "recall@20", "coverage@10")
+# A failure cause longer than this is cut: it must fit a table cell, the full text is in the task log.
+MAX_CAUSE_CHARS = 500
+STAGE_ORDER = ("validate", "features", "encode", "train", "evaluate", "gate", "score", "publish", "retention")
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _headline(metrics: dict | None) -> dict | None:
+    if not metrics:
+        return None
+    return {m: round(float(metrics[m]), 4) for m in HEADLINE_METRICS if metrics.get(m) is not None}
+
+
+def collect_run_summary(lake_root: Path, ds, run_id: str | None = None) -> dict[str, Any]:
+    """The run summary of `ds` from the stage results in the lake; stages that did not run are left out."""
+    day = parse_ds(ds)
+    lake = Lake(Path(lake_root))
+    runs = lake.run_dir(day)
+    stage = {name: _read(runs / f"{name}.json") for name in STAGE_ORDER}
+    # A validation submitted to a Spark cluster writes only its report; features only its manifest.
+    stage["validate"] = stage["validate"] or _read(lake.validation_report(day))
+    stage["features"] = stage["features"] or _read(lake.features(day) / "manifest.json")
+
+    summary: dict[str, Any] = {"ds": day.isoformat()}
+    if run_id:
+        summary["run_id"] = run_id
+    v = stage["validate"]
+    if v:
+        today = v.get("today") or {}
+        summary["input"] = {
+            "rows_in": v.get("rows_in"),
+            "rows_clean": v.get("rows_clean"),
+            "rows_quarantined": v.get("rows_quarantined"),
+            "quarantine_reasons": v.get("reasons") or {},
+            "rows_in_ds": today.get("rows_in"),
+            "days_validated": len(v.get("days_validated") or []),
+        }
+    f = stage["features"]
+    if f:
+        summary["features"] = {
+            "rows": {name: o.get("rows") for name, o in (f.get("outputs") or {}).items()},
+            "splits": f.get("splits"),
+            "new_items": (f.get("item_map") or {}).get("new_items"),
+            "window": {k: (f.get("window") or {}).get(k) for k in ("start", "end", "days_with_events")},
+        }
+    e = stage["encode"]
+    if e:
+        summary["text"] = {k: e.get(k) for k in ("texts", "encoded", "cached", "model")}
+    t, ev = stage["train"], stage["evaluate"]
+    if t or ev:
+        metrics = (ev or {}).get("metrics") or {}
+        summary["model"] = {
+            "version": (t or ev or {}).get("model_version"),
+            "train_interactions": (t or {}).get("train_interactions"),
+            "champion_version": (ev or {}).get("champion_version"),
+            "eval_users": (ev or {}).get("users"),
+            "metrics": {name: _headline(m) for name, m in metrics.items() if isinstance(m, dict) and _headline(m)},
+        }
+    g = stage["gate"]
+    if g:
+        summary["gate"] = {k: g.get(k) for k in ("decision", "promote", "serving_version", "reasons")}
+    p = stage["publish"]
+    if p:
+        summary["published"] = {k: p.get(k) for k in ("batch_id", "rows", "users", "similar_rows")}
+    s = stage["score"]
+    if s:
+        summary["scored"] = {k: s.get(k) for k in ("users", "rows", "k", "cold_start_users", "model_version")}
+    seconds = {name: r["seconds"] for name, r in stage.items() if r and isinstance(r.get("seconds"), (int, float))}
+    summary["seconds"] = seconds
+    summary["seconds_total"] = round(sum(seconds.values()), 2)
+    return summary
+
+
+def record_run_summary(url: str, batch_id: int, summary: dict) -> None:
+    """Store `summary` as `summary.run` of the batch, keeping what the publisher wrote."""
+    with connect(url, autocommit=True) as conn:
+        done = conn.execute(
+            "UPDATE recsys.batches SET summary = coalesce(summary, '{}'::jsonb) || jsonb_build_object('run', %s::jsonb) "
+            "WHERE batch_id = %s",
+            (Jsonb(summary), batch_id),
+        ).rowcount
+    if done != 1:
+        log.warning("run summary not recorded: no batch %s", batch_id)
+
+
+def summarise_published_run(settings, ds, batch_id: int, run_id: str | None = None) -> dict:
+    """collect + record for a batch just published (the DAG's publish task); returns the summary."""
+    from recsys.store.db import resolve_url
+
+    summary = collect_run_summary(settings.lake_root, ds, run_id=run_id)
+    record_run_summary(resolve_url(settings), batch_id, summary)
+    return summary
+
+
+def cause_of(exc: BaseException | None) -> str:
+    """`ExceptionType: message` on one line, cut to MAX_CAUSE_CHARS."""
+    if exc is None:
+        return "no exception recorded (killed, timed out or marked failed by hand; see the task log)"
+    text = f"{type(exc).__name__}: {one_line(exc)}"
+    return text if len(text) <= MAX_CAUSE_CHARS else text[: MAX_CAUSE_CHARS - 3] + "..."
+
+
+def record_failure(
+    url: str, *, ds, run_id: str | None, task_id: str, try_number: int | None, cause: str, k: int | None = None,
+) -> int:
+    """Record a run's failure in `recsys.batches`; returns the batch id of the 'failed' row.
+
+    One row per run: a 'failed' row of this date and run id (the publisher's own, if publish
+    failed) gets the task and cause; otherwise a new 'failed' row is inserted.
+    """
+    day = parse_ds(ds)
+    failure = {
+        "task_id": task_id, "try_number": try_number, "cause": cause,
+        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    error = f"task {task_id} failed (try {try_number}): {cause}"
+    with connect(url, autocommit=True) as conn, conn.transaction():
+        row = conn.execute(
+            "SELECT batch_id FROM recsys.batches WHERE ds = %s AND run_id IS NOT DISTINCT FROM %s AND status = 'failed' "
+            "ORDER BY batch_id DESC LIMIT 1 FOR UPDATE",
+            (day, run_id),
+        ).fetchone()
+        if row:
+            conn.execute(
+                "UPDATE recsys.batches SET error = %s, finished_at = now(), "
+                "summary = coalesce(summary, '{}'::jsonb) || jsonb_build_object('failure', %s::jsonb) "
+                "WHERE batch_id = %s",
+                (error, Jsonb(failure), row[0]),
+            )
+            return row[0]
+        return conn.execute(
+            "INSERT INTO recsys.batches (ds, status, k, run_id, error, finished_at, summary) "
+            "VALUES (%s, 'failed', %s, %s, %s, now(), %s) RETURNING batch_id",
+            (day, k, run_id, error, Jsonb({"failure": failure})),
+        ).fetchone()[0]
+
+
+def record_task_failure(context) -> int | None:
+    """An Airflow on_failure_callback body: record the failed task in recsys.batches; never raises.
+
+    Reads ds, run_id, the task instance (task id, try number), the exception and the `top_k`
+    Param from the task context; the database comes from the RECSYS_* settings. Returns the
+    'failed' batch id, or None when the failure could not be recorded (logged instead).
+    """
+    try:
+        from recsys.config import load_settings
+        from recsys.store.db import resolve_url
+        from recsys.store.migrate import migrate
+
+        ti = context.get("ti") or context.get("task_instance")
+        task_id = getattr(ti, "task_id", None) or "?"
+        try_number = getattr(ti, "try_number", None)
+        cause = cause_of(context.get("exception"))
+        top_k = (context.get("params") or {}).get("top_k")
+        k = top_k if isinstance(top_k, int) and not isinstance(top_k, bool) and top_k > 0 else None
+        url = resolve_url(load_settings())
+        migrate(url)  # a first night that failed before any stage reached the database
+        batch_id = record_failure(
+            url, ds=context["ds"], run_id=context.get("run_id"), task_id=task_id, try_number=try_number,
+            cause=cause, k=k,
+        )
+        log.error("run %s for %s failed in %s (try %s): %s; recorded as batch %s",
+                  context.get("run_id"), context["ds"], task_id, try_number, cause, batch_id)
+        return batch_id
+    except Exception as err:
+        log.error("could not record the failure in recsys.batches: %s", one_line(err))
+        return None
+
+
+def recent_runs(url: str, limit: int = 10) -> list[dict]:
+    """The last `limit` batches, newest first, with their run summaries and whether each serves."""
+    with connect(url) as conn:
+        cur = conn.execute(
+            """
+            SELECT b.batch_id, b.ds, b.status, b.model_version, b.row_count, b.user_count, b.k, b.run_id,
+                   b.started_at, b.published_at, b.finished_at, b.error, b.summary,
+                   b.batch_id IS NOT DISTINCT FROM (SELECT c.batch_id FROM recsys.current_batch AS c) AS is_current
+              FROM recsys.batches AS b
+             ORDER BY b.batch_id DESC
+             LIMIT %s
+            """,
+            (limit,),
+        )
+        cols = [c.name for c in cur.description]
+        return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+
+def _cell(value, width: int) -> str:
+    text = "-" if value is None or value == "" else str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_runs(rows: list[dict]) -> str:
+    """`recsys status`: one line per batch, then the stage seconds and errors underneath."""
+    head = f"{'batch':>6}  {'ds':<10}  {'status':<11}  {'rows':>8}  {'users':>6}  {'gate':<6}  {'ndcg@10':>7}  {'secs':>6}  model"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        run = (r.get("summary") or {}).get("run") or {}
+        gate = (run.get("gate") or {}).get("decision")
+        challenger = ((run.get("model") or {}).get("metrics") or {}).get("challenger") or {}
+        status = r["status"] + ("*" if r.get("is_current") else "")
+        lines.append(
+            f"{r['batch_id']:>6}  {_cell(r['ds'], 10):<10}  {_cell(status, 11):<11}  {_cell(r['row_count'], 8):>8}  "
+            f"{_cell(r['user_count'], 6):>6}  {_cell(gate, 6):<6}  {_cell(challenger.get('ndcg@10'), 7):>7}  "
+            f"{_cell(run.get('seconds_total'), 6):>6}  {_cell(r['model_version'], 40)}"
+        )
+        seconds = run.get("seconds") or {}
+        if seconds:
+            # jsonb does not keep key order: show the stages in pipeline order.
+            order = sorted(seconds, key=lambda k: STAGE_ORDER.index(k) if k in STAGE_ORDER else len(STAGE_ORDER))
+            lines.append("        stages: " + ", ".join(f"{k} {seconds[k]}s" for k in order))
+        inp = run.get("input") or {}
+        if inp:
+            lines.append(
+                f"        input: {inp.get('rows_in')} rows, {inp.get('rows_quarantined')} quarantined"
+                + (f" ({', '.join(f'{k}: {v}' for k, v in inp['quarantine_reasons'].items())})" if inp.get("quarantine_reasons") else "")
+            )
+        if r.get("error"):
+            lines.append(f"        error: {_cell(r['error'], 200)}")
+    if any(r.get("is_current") for r in rows):
+        lines.append("* serving now (recsys.current_batch)")
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""Training of the multi-task RL model: determinism, early stopping, warm start, DDP (gloo, 2 processes)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from recsys.data.interactions import Interactions
+from recsys.evaluate.protocol import EvalCases
+from recsys.models import build_model
+from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, load_checkpoint
+from recsys.models.mtrl.config import make_config
+from recsys.models.mtrl.train import _build, evaluate, train
+from tests.test_mtrl_model import funnel_data
+
+SMALL = dict(max_len=8, d=16, n_heads=2, batch_size=32, warmup_steps=5)
+
+
+def chain_cases(n_items: int) -> EvalCases:
+    """Histories walking i -> i+1; the next item is the target."""
+    hist = [np.array([(s + k) % n_items for k in range(4)]) for s in range(n_items)]
+    targets = [np.array([(s + 4) % n_items]) for s in range(n_items)]
+    return EvalCases(np.arange(n_items), hist, targets, [np.unique(h) for h in hist])
+
+
+def test_training_is_deterministic_on_cpu_for_a_seed():
+    data = funnel_data(n_users=30)
+    runs = [train(make_config("full", max_epochs=2, seed=s, **SMALL), data, progress=False) for s in (7, 7, 8)]
+    a, b, c = (r.net.state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    losses = [[h["loss_rank"] for h in r.meta["history"]] for r in runs]
+    assert losses[0] == losses[1] != losses[2]
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path):
+    data = funnel_data(n_users=60)
+    cases = chain_cases(data.n_items)
+    cfg = make_config("full", max_epochs=40, patience=2, **{**SMALL, "d": 32})
+    art = train(cfg, data, cases, out_dir=tmp_path, progress=False)
+    hist = art.meta["history"]
+    assert art.meta["epochs_run"] < 40  # stopped early
+    best = max(h["ndcg@10"] for h in hist)
+    assert art.meta["best_ndcg10"] == best and hist[art.meta["epoch"] - 1]["ndcg@10"] == best
+    assert all(h["ndcg@10"] <= best for h in hist[art.meta["epoch"] :])
+    assert evaluate(art.net, cases, art.meta["default_type"])["ndcg@10"] == pytest.approx(best, abs=1e-5)  # best weights back
+    net, meta = load_checkpoint(tmp_path / WEIGHTS_FILE)  # the best checkpoint on disk
+    assert meta["epoch"] == art.meta["epoch"] and meta["fingerprint"] == art.meta["fingerprint"]
+    assert all(torch.equal(v, art.net.state_dict()[k]) for k, v in net.state_dict().items())
+
+
+def test_warm_start_keeps_known_items_and_starts_new_ones_from_text(tmp_path):
+    old = funnel_data(n_items=10, seed=1)
+    text = np.random.default_rng(0).normal(size=(12, 8)).astype(np.float32)
+    np.save(tmp_path / "old.npy", text[:10])
+    np.save(tmp_path / "new.npy", text)
+    champion = build_model("mtrl", text_path=str(tmp_path / "old.npy"), max_epochs=2, **SMALL).fit(old)
+    champion.save(tmp_path / "champion")
+
+    init = load_checkpoint(tmp_path / "champion" / WEIGHTS_FILE)
+    net = _build(champion.net.cfg, 12, torch.from_numpy(text), init, notes := [])
+    assert "warm start: 10 items from the champion, 2 new from text" in notes
+    assert torch.equal(net.item_id.weight[:10], champion.net.item_id.weight)
+    with torch.no_grad():
+        torch.testing.assert_close(net.item_table()[10:], net.text_proj(torch.from_numpy(text[10:])))
+
+    new = funnel_data(n_items=12, seed=2)
+    model = build_model("mtrl", text_path=str(tmp_path / "new.npy"), init_from=str(tmp_path / "champion"), max_epochs=1, **SMALL)
+    model.fit(new)
+    assert model.net.n_items == 12 and any(n.startswith("warm start") for n in model.meta["notes"])
+    assert model.score([np.array([10, 11])]).shape == (1, 12)
+
+
+def test_train_function_on_the_cpu_reports_throughput():
+    art = train(make_config("sasrec_ce", max_epochs=1, **SMALL), funnel_data(), progress=False)
+    row = art.meta["history"][0]
+    assert row["seq_per_s"] > 0 and row["seconds"] > 0 and art.meta["device"] == "cpu"
+
+
+# ------------------------------------------------------------------ DDP
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    data = funnel_data(n_users=64)
+    art = train(make_config("full", max_epochs=3, device="cpu", **SMALL), data, progress=False)
+    state = {k: v.double().sum().item() for k, v in art.net.state_dict().items()}
+    Path(out, f"rank{rank}.json").write_text(json.dumps({"meta": art.meta, "state": state}))
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_gloo_two_processes_stay_in_sync(tmp_path):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["meta"]["world_size"] == r1["meta"]["world_size"] == 2
+    # each rank saw half the windows per step, and DDP averaged the gradients: same weights
+    assert r0["state"] == r1["state"]
+    single = train(make_config("full", max_epochs=1, device="cpu", **SMALL), funnel_data(n_users=64), progress=False)
+    assert r0["meta"]["history"][0]["step"] == single.meta["history"][0]["step"]  # global batch kept
+    hist = r0["meta"]["history"]
+    assert hist[-1]["loss_rank"] < hist[0]["loss_rank"]
