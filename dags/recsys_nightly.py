@@ -13,7 +13,12 @@ fails; recorded as a forced decision).
 
 Backfill a range from the UI (Trigger -> Backfill), the CLI
 (`airflow backfill create --dag-id recsys_nightly --from-date ... --to-date ...`) or the REST
-API (`POST /api/v2/backfills`).
+API (`POST /api/v2/backfills`), with max active runs 1: each day builds on the one before.
+Logical dates are 02:00 UTC and the range is inclusive, so end at the last day's 02:00.
+
+**Operations**: a task that fails for good is recorded as a `failed` row of `recsys.batches`
+(task, try, one-line cause); each publish stores the run summary on its batch and updates the
+Asset `recsys_recommendations` that downstream DAGs can be scheduled on.
 """
 
 from __future__ import annotations

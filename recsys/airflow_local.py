@@ -41,10 +41,14 @@ def airflow(args: list[str], env: dict, capture: bool = False) -> subprocess.Com
     return proc
 
 
-def prepare(home: Path) -> dict:
-    """Migrate the metadata database and create the `gpu` pool; idempotent."""
+def prepare(home: Path, extra: dict | None = None) -> dict:
+    """Migrate the metadata database and create the `gpu` pool; idempotent.
+
+    `extra` overrides the environment, e.g. AIRFLOW__DATABASE__SQL_ALCHEMY_CONN from
+    `postgres_metadata` instead of SQLite.
+    """
     home.mkdir(parents=True, exist_ok=True)
-    env = airflow_env(home)
+    env = airflow_env(home, extra)
     airflow(["db", "migrate"], env, capture=True)
     airflow(["pools", "set", "gpu", "1", "Training: one model on the accelerator at a time"], env, capture=True)
     return env
@@ -58,7 +62,34 @@ def prepare(home: Path) -> dict:
 # (LocalExecutor workers, task processes, their Spark JVMs) and nothing else.
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
+METADATA_CONN = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+METADATA_CONN_ASYNC = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"
 DEFAULT_USER = "admin"
+
+
+def postgres_metadata(server_url: str, database: str = "airflow") -> dict:
+    """Environment that puts Airflow's metadata in `database` on the server of `server_url`
+    (created if missing): the sync URL (psycopg2) and the async one (psycopg 3, already
+    installed, instead of Airflow's default asyncpg).
+
+    SQLite serves `airflow dags test` and a UI, but with a scheduler, a dag-processor and the
+    api-server writing at once it refuses some writes ("Backfill creation is not supported on
+    SQLite under concurrent access"); the project's embedded PostgreSQL has no such limit.
+    """
+    import re
+
+    from recsys.store.db import connect
+
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", database):
+        raise RecsysError(f"metadata database name {database!r}: use lower-case letters, digits and _")
+    with connect(server_url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone() is None:
+            conn.execute(f"CREATE DATABASE {database}")
+    _, _, rest = server_url.partition("://")
+    netloc_path, _, query = rest.partition("?")
+    base = netloc_path.rsplit("/", 1)[0] if "/" in netloc_path else netloc_path
+    tail = f"{base}/{database}" + (f"?{query}" if query else "")
+    return {METADATA_CONN: f"postgresql+psycopg2://{tail}", METADATA_CONN_ASYNC: f"postgresql+psycopg://{tail}"}
 
 
 def free_port(host: str = "127.0.0.1") -> int:

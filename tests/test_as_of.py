@@ -35,8 +35,16 @@ NEW_ITEM = "i_after_d"
 K = 5
 
 
+def _seq(value) -> tuple:
+    """A stored list as a tuple, whether the column is an array or text joined by U+001F."""
+    if value is None:
+        return ()
+    return tuple(value.split("\x1f")) if isinstance(value, str) else tuple(value)
+
+
 def lists_of(url: str, ds: dt.date) -> dict[str, tuple]:
-    """user -> (item ids, scores, reasons) of the published batch of `ds` (current or not)."""
+    """user -> (item ids, scores, reasons) of the published batch of `ds` (current or not; the
+    views only show the current one)."""
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "SELECT l.user_id, l.item_ids, l.scores, l.reasons FROM recsys.recommendation_lists AS l "
@@ -44,7 +52,7 @@ def lists_of(url: str, ds: dt.date) -> dict[str, tuple]:
             (ds,),
         ).fetchall()
     assert rows, f"no published lists for {ds}"
-    return {u: (tuple(items), tuple(scores), tuple(reasons or ())) for u, items, scores, reasons in rows}
+    return {u: (_seq(items), _seq(scores), _seq(reasons)) for u, items, scores, reasons in rows}
 
 
 def similar_of(url: str, ds: dt.date) -> dict[str, tuple]:
@@ -54,7 +62,7 @@ def similar_of(url: str, ds: dt.date) -> dict[str, tuple]:
             "JOIN recsys.batches AS b ON b.batch_id = s.batch_id WHERE b.ds = %s AND b.status = 'published'",
             (ds,),
         ).fetchall()
-    return {i: tuple(sims) for i, sims in rows}
+    return {i: _seq(sims) for i, sims in rows}
 
 
 def add_day_after(lake: Lake) -> tuple[int, str]:

@@ -134,6 +134,8 @@ def test_metadata_and_recommendations_live_in_separate_databases(model):
     store = urlsplit(env["RECSYS_DATABASE_URL"])
     assert meta.hostname == store.hostname == "postgres"
     assert (meta.path, meta.username) == ("/airflow", "airflow")
+    async_meta = urlsplit(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"])
+    assert (async_meta.scheme, async_meta.hostname, async_meta.path) == ("postgresql+psycopg", "postgres", "/airflow")
     assert (store.path, store.username) == ("/recsys", "recsys")
     assert meta.password == SECRETS["PG_AIRFLOW_PASSWORD"] and store.password == SECRETS["PG_RECSYS_PASSWORD"]
     # The init script that creates them is mounted where the postgres image runs it.

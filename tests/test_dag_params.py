@@ -173,6 +173,26 @@ def test_failure_callback_records_the_task_and_its_cause(pg_url, monkeypatch, da
         assert conn.execute("SELECT count(*) FROM recsys.current_batch").fetchone()[0] == 0
 
 
+@pytest.mark.slow
+def test_a_failed_run_is_recorded_by_the_real_callback(airflow_home, pg_url, tmp_path, monkeypatch, spark, dag):
+    """Through Airflow's task runner: a run on an empty lake fails in validate and is recorded."""
+    url = fresh_database(pg_url)
+    monkeypatch.setenv("RECSYS_LAKE_ROOT", str(tmp_path / "empty-lake"))
+    monkeypatch.setenv("RECSYS_DATABASE_URL", url)
+    monkeypatch.setenv("RECSYS_SPARK_MASTER", "local[2]")
+    for t in dag.tasks:  # fail now, not after the production retry delays
+        monkeypatch.setattr(t, "retries", 0)
+    run = dag.test(logical_date=dt.datetime(2026, 11, 20, 2, tzinfo=dt.timezone.utc), run_conf={"top_k": 9})
+    assert str(run.state) in ("failed", "DagRunState.FAILED"), run.state
+    rows = _failed_rows(url, "2026-11-20")
+    assert len(rows) == 1
+    _, status, k, run_id, error, summary = rows[0]
+    assert (status, k, run_id) == ("failed", 9, run.run_id)
+    assert error == ("task validate failed (try 1): InputError: raw/events/date=2026-11-20: "
+                     "raw events for the run date missing")
+    assert summary["failure"]["task_id"] == "validate"
+
+
 def test_failure_callback_never_raises(monkeypatch, dag):
     callback = dag.get_task("train").on_failure_callback
     callback = callback[0] if isinstance(callback, list) else callback

@@ -17,6 +17,15 @@ from recsys.models.mtrl.train import adapt_config, to_batch, train
 VIEW, CLICK, CART, BUY, RATE = range(5)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is fastest, and spares a busy machine's other jobs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def funnel_data(n_users: int = 40, n_items: int = 12, length: int = 8, seed: int = 0) -> Interactions:
     """Each user walks i -> i+1 (mod n_items) from a random start; every step is a view, some
     go on to click / cart / purchase, and some purchases are rated a little later."""

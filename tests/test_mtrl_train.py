@@ -17,7 +17,7 @@ from recsys.models import build_model
 from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, load_checkpoint
 from recsys.models.mtrl.config import make_config
 from recsys.models.mtrl.train import _build, evaluate, train
-from tests.test_mtrl_model import funnel_data
+from tests.test_mtrl_model import funnel_data, one_thread  # noqa: F401 (autouse fixture)
 
 SMALL = dict(max_len=8, d=16, n_heads=2, batch_size=32, warmup_steps=5)
 

@@ -35,15 +35,21 @@ class Recommender(Protocol):
     def save(self, path: Path) -> None: ...
 
 
-def build_model(kind: str, **params) -> Recommender:
-    from recsys.models.cooc import CooccurrenceModel
-    from recsys.models.mtrl import MTRLModel
-    from recsys.models.popularity import PopularityModel
+# kind -> "module:Class", imported on use so that baselines never pay for importing torch.
+MODEL_CLASSES = {
+    "popularity": "recsys.models.popularity:PopularityModel",
+    "cooc": "recsys.models.cooc:CooccurrenceModel",
+    "mtrl": "recsys.models.mtrl:MTRLModel",
+}
 
-    kinds = {"popularity": PopularityModel, "cooc": CooccurrenceModel, "mtrl": MTRLModel}
-    if kind not in kinds:
-        raise ConfigError(f"unknown model kind {kind!r}; expected one of {sorted(kinds)}")
-    return kinds[kind](**params)
+
+def build_model(kind: str, **params) -> Recommender:
+    import importlib
+
+    if kind not in MODEL_CLASSES:
+        raise ConfigError(f"unknown model kind {kind!r}; expected one of {sorted(MODEL_CLASSES)}")
+    module, cls = MODEL_CLASSES[kind].split(":")
+    return getattr(importlib.import_module(module), cls)(**params)
 
 
 def write_meta(path: Path, kind: str, params: dict) -> None:

@@ -85,8 +85,11 @@ class MTRLConfig:
     blend_weight: float = 1.0
 
     # --- optimisation ---
-    # 256 sequences per step: SASRec's batch; memory stays bounded by max_len x items.
+    # A step holds at most 256 windows (SASRec's batch) and 2048 predicted positions: that
+    # is 256 Amazon-length histories, while long-history data (MovieLens, the demo log) gets
+    # more, smaller steps per epoch; logits memory stays bounded at positions x items.
     batch_size: int = 256
+    batch_positions: int = 2048
     lr: float = 1e-3
     weight_decay: float = 0.0
     # A short warm-up keeps the first Adam steps from wrecking the fresh embeddings.

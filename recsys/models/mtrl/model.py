@@ -3,9 +3,9 @@
     item table   E = has_id * E_id + W_text x_text                     (I, D)
     state        h_t = Transformer_causal(E[i_<=t] + pos + behaviour + gap)   (B, T, D)
     ranking      logits = h_t E^T                     softmax CE on the next item
-    Q head       Q(s_t, a) = (W_q h_t) . E_a          TD(0), double Q, soft target network
+    Q head       Q(s_t, a) = (W_q h_t) . sg(E_a)      TD(0), double Q, soft target network
     behaviour    pCTR, pCVR from (W_c h_t) . E_a      ESMM over all impressions
-    rating       r_hat = (W_r h_t) . E_a + b          MSE where a rating exists
+    rating       r_hat = (W_r h_t + b) . E_a          MSE on z-scored ratings where one exists
 
 Right-padded sequences with causal attention: a real position never sees padding, so no
 padding mask is needed. Formulas and reasons: docs/MODEL.md.
@@ -69,6 +69,9 @@ class MTRLNet(nn.Module):
         self.register_buffer("has_id", torch.ones(n_items))
         # Rating mean and spread of the training data: the rating head predicts z-scores.
         self.register_buffer("rating_stats", torch.tensor([0.0, 1.0]))
+        # Values a return can take, [min(r, 0), max(r, 0)] / (1 - gamma): bootstrapped values
+        # are clipped to it, which keeps the max over a large catalogue from diverging.
+        self.register_buffer("q_range", torch.tensor([-1.0, 1.0]) / (1.0 - cfg.gamma))
 
         self.pos = nn.Embedding(cfg.max_len, cfg.d)
         self.behaviour = nn.Embedding(N_TYPES, cfg.d) if cfg.side_inputs else None
@@ -139,17 +142,20 @@ class MTRLNet(nn.Module):
 
         # --- Q head: TD(0) with double Q and a soft target network (SQN / SNQN) ---
         if self.q_proj is not None:
+            # As in SQN the Q head shares the encoder, not the item vectors: it reads them
+            # detached, so TD regression cannot pull the ranking head's item table around.
+            e_q = table.detach()  # (I, D)
             qh = self.q_proj(h)  # (B, T, D)
-            q_sa = (qh[m] * e_tgt).sum(-1)  # (N,) Q(s_t, a_t)
+            q_sa = (qh[m] * e_q[tgt]).sum(-1)  # (N,) Q(s_t, a_t)
             with torch.no_grad():
-                v = self._target_values(batch, qh, table, target_net if target_net is not None else self)  # (B, T) V(s_t)
+                v = self._target_values(batch, qh, e_q, target_net if target_net is not None else self)  # (B, T) V(s_t)
                 v_next = F.pad(v[:, 1:], (0, 1))  # (B, T) V(s_{t+1})
                 y = L.td_target(batch["reward"], batch["done"], v_next, cfg.gamma)[m]  # (N,)
             fit = (batch["done"] | batch["boot"])[m]  # a truncated window has no next state
             l_q = L.masked_mean((q_sa - y) ** 2, fit)
             # unobserved actions: reward 0 and the state stays s_t, so y = gamma V(s_t)
             neg = torch.randint(0, self.n_items, (cfg.q_negatives,), device=h.device)
-            q_neg = qh[m] @ table[neg].T  # (N, K)
+            q_neg = qh[m] @ e_q[neg].T  # (N, K)
             y_neg = (cfg.gamma * v[m]).unsqueeze(1)  # (N, 1)
             parts["q"] = l_q + L.masked_mean((q_neg - y_neg) ** 2, neg[None, :] != tgt[:, None])
             if sac:  # SAC: detached Q(s, a) weights each position's ranking loss (batch mean 1)
@@ -178,13 +184,14 @@ class MTRLNet(nn.Module):
         return loss, {k: v.detach() for k, v in parts.items()}
 
     def _target_values(self, batch, qh: torch.Tensor, table: torch.Tensor, target: "MTRLNet") -> torch.Tensor:
-        """V(s_t) = Q_target(s_t, argmax_a Q_online(s_t, a)) for every position. -> (B, T)."""
+        """V(s_t) = Q_target(s_t, argmax_a Q_online(s_t, a)), clipped to q_range, per position. -> (B, T)."""
         B, T = batch["item"].shape
         real = torch.arange(T, device=qh.device)[None, :] < batch["length"][:, None]  # (B, T)
         a_star = torch.zeros(B, T, dtype=torch.long, device=qh.device)
         a_star[real] = (qh[real] @ table.T).argmax(-1)  # online argmax over the catalogue
         t_h = target.encode(batch["item"], batch["btype"], batch["gap"])  # (B, T, D)
-        return (target.q_proj(t_h) * target.item_table()[a_star]).sum(-1)
+        v = (target.q_proj(t_h) * target.item_table()[a_star]).sum(-1)
+        return v.clamp(float(self.q_range[0]), float(self.q_range[1]))
 
     @torch.no_grad()
     def predict(self, items: torch.Tensor, btype: torch.Tensor, gap: torch.Tensor, length: torch.Tensor, head: str = "rank", blend: float = 1.0) -> torch.Tensor:

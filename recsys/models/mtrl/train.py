@@ -87,14 +87,25 @@ def dist_setup(device: torch.device) -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def length_batches(idx: np.ndarray, length: np.ndarray, size: int, rng: np.random.Generator, pool: int = 50) -> list[np.ndarray]:
-    """Batches of similar-length windows: shuffled pools of `pool` batches, sorted by length
-    inside a pool, batch order shuffled. Short windows stop paying for long ones' padding."""
+def length_batches(idx: np.ndarray, length: np.ndarray, max_windows: int, max_positions: int, rng: np.random.Generator, pool: int = 8192) -> list[np.ndarray]:
+    """Batches of similar-length windows holding up to max_positions real positions each.
+
+    Pools of `pool` shuffled windows are sorted by length and cut into batches, and the batch
+    order is shuffled: short windows stop paying for long ones' padding, and data with long
+    histories gets more, smaller steps per epoch instead of a few huge ones.
+    """
     out = []
-    for lo in range(0, len(idx), size * pool):
-        chunk = idx[lo : lo + size * pool]
+    for lo in range(0, len(idx), pool):
+        chunk = idx[lo : lo + pool]
         chunk = chunk[np.argsort(length[chunk], kind="stable")]
-        out += [chunk[i : i + size] for i in range(0, len(chunk), size)]
+        cum = np.cumsum(length[chunk])
+        start = 0
+        while start < len(chunk):
+            base = cum[start - 1] if start else 0
+            stop = max(int(np.searchsorted(cum, base + max_positions, side="right")), start + 1)
+            stop = min(stop, start + max_windows)
+            out.append(chunk[start:stop])
+            start = stop
     return [out[i] for i in rng.permutation(len(out))]
 
 
@@ -185,7 +196,7 @@ def train(
     device = pick_device(cfg.device)
     rank, world = dist_setup(device)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)  # the epoch permutation: identical on every rank
+    rng = np.random.default_rng(cfg.seed)  # epoch permutation and batches: identical on every rank
 
     # --- data: steps -> windows; heads the data cannot train are switched off ---
     steps = to_steps(data)
@@ -207,6 +218,8 @@ def train(
     ratings = steps.rating[~np.isnan(steps.rating)]
     if len(ratings):
         net.rating_stats = torch.tensor([ratings.mean(), max(ratings.std(), 1e-3)], dtype=torch.float32)
+    real_r = win.reward[win.target >= 0]
+    net.q_range = torch.tensor([min(real_r.min(), 0.0), max(real_r.max(), 0.0)], dtype=torch.float32) / (1.0 - cfg.gamma)
     net.to(device)
     target_net = copy.deepcopy(net).eval().requires_grad_(False) if cfg.q_head else None
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
@@ -214,11 +227,9 @@ def train(
     counts = np.bincount(win.target[win.target >= 0], minlength=n_items).astype(np.float64) + 1.0
     sample_p = torch.tensor(counts / counts.sum(), dtype=torch.float32, device=device)
     amp = device.type == "cuda" and cfg.amp
-    local_rng = np.random.default_rng([cfg.seed, rank])  # batch order and gap dropout of this rank
+    local_rng = np.random.default_rng([cfg.seed, rank])  # gap dropout of this rank
     eval_cases = _subset(valid, cfg.eval_users, cfg.seed) if valid is not None and len(valid.histories) else None
 
-    per_rank = max(cfg.batch_size // world, 1)
-    n_use = len(win) - len(win) % world if len(win) >= world else len(win)
     meta = {
         "fingerprint": fingerprint(data), "n_windows": len(win), "n_steps": int(len(steps.item)),
         "default_type": default_type, "notes": notes, "history": [], "world_size": world,
@@ -228,8 +239,9 @@ def train(
     curve: list[tuple[int, torch.Tensor]] = []  # (step, total loss) every 10 steps
     for epoch in range(1, cfg.max_epochs + 1):
         t0 = time.perf_counter()
-        perm = rng.permutation(len(win))[:n_use][rank::world]  # same permutation on every rank
-        batches = length_batches(perm, win.length, per_rank, local_rng)
+        # the same global batches on every rank (shared rng); each rank takes its share
+        batches = length_batches(rng.permutation(len(win)), win.length, cfg.batch_size, cfg.batch_positions, rng)
+        batches = [b[rank::world] for b in batches if len(b) >= world]
         sums: dict[str, torch.Tensor] = {}  # on the device: no host sync per step
         net.train()
         bar = tqdm(batches, desc=f"mtrl epoch {epoch}", disable=not progress or rank != 0, leave=False, unit="batch")
@@ -263,7 +275,8 @@ def train(
                 break
         seconds = time.perf_counter() - t0
         n_batches = max(len(batches), 1)
-        row = {"epoch": epoch, "step": step, "seconds": round(seconds, 2), "seq_per_s": round(len(perm) * world / seconds, 1)}
+        n_seq = sum(len(b) for b in batches) * world
+        row = {"epoch": epoch, "step": step, "seconds": round(seconds, 2), "seq_per_s": round(n_seq / seconds, 1)}
         row.update({f"loss_{k}": round(float(v) / n_batches, 4) for k, v in sums.items()})
         if cfg.weighting == "uncertainty":
             row["weights"] = net.task_weights.weights()
