@@ -32,10 +32,14 @@ def get_spark(master: str = "local[*]", app_name: str = "recsys", driver_memory:
         .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", "16")
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.driver.memory", driver_memory)
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
     )
-    if "SPARK_SUBMIT_ARGS" not in os.environ and not os.environ.get("SPARK_ENV_LOADED"):
+    # Under spark-submit the master (and the driver's address) come from its command line.
+    submitted = "SPARK_SUBMIT_ARGS" in os.environ or bool(os.environ.get("SPARK_ENV_LOADED"))
+    if master.startswith("local") and not submitted:
+        # In-process Spark talks only to itself: keep the driver on loopback. On a cluster the
+        # executors must reach the driver, so its address is left to Spark's configuration.
+        builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+    if not submitted:
         builder = builder.master(master)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
