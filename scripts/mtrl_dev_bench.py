@@ -193,7 +193,8 @@ def run(args) -> list[dict]:
         t0 = time.perf_counter()
         if name in ("popularity", "cooc"):
             # LOO data spans years: popularity counts the whole training log, not the last week
-            params = {"window_days": 365_000} if name == "popularity" and args.dataset != "synthetic" else {}
+            loo = args.dataset != "synthetic"
+            params = {"popularity": {"window_days": 365_000}, "cooc": {"popularity_window_days": 365_000}}[name] if loo else {}
             model = build_model(name, **params).fit(fit_data)
             meta = {}
         else:

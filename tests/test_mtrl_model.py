@@ -101,7 +101,7 @@ def test_shapes_and_every_head_trains_on_funnel_data():
     assert set(parts) == {"rank", "q", "behaviour", "rating"}
     assert torch.isfinite(loss) and all(torch.isfinite(v) for v in parts.values())
     loss.backward()
-    for name in ("item_id.weight", "text_proj.weight", "q_proj.weight", "ctr.weight", "cvr.weight", "rate.weight"):
+    for name in ("item_id.weight", "text_proj.weight", "q_proj.weight", "q_value.weight", "ctr.weight", "cvr.weight", "rate.weight"):
         assert net.get_parameter(name).grad.abs().sum() > 0, name
     for head in ("rank", "q", "blend"):
         scores = net.predict(batch["item"], batch["btype"], batch["gap"], batch["length"], head)
@@ -148,7 +148,7 @@ def test_model_td_targets_match_a_hand_computation():
         v = net._target_values(batch, qh, table, net)
         b, t = 0, 0  # first window, first position: the next state is position 1
         a_star = int((qh[b, 1] @ table.T).argmax())
-        by_hand = float(qh[b, 1] @ table[a_star])
+        by_hand = float(net.q_value(h[b, 1]) + qh[b, 1] @ table[a_star])  # V(s') + A(s', a*)
     assert v[b, 1].item() == pytest.approx(by_hand, rel=1e-5)
     assert bool(batch["boot"][b, t])
 
@@ -248,3 +248,22 @@ def test_uncertainty_weighting_learns_weights():
         opt.step()
     w = net.task_weights.weights()
     assert set(w) == {"rank", "q", "behaviour", "rating"} and len(set(w.values())) > 1
+
+
+def test_every_score_head_is_factorised_for_the_scoring_fast_path():
+    from recsys.scoring import is_factorised, top_k
+
+    data = funnel_data()
+    model = build_model("mtrl", max_len=6, d=16, max_epochs=1).fit(data)
+    hist = [np.array([0, 1, 2]), np.array([5]), np.array([], np.int64)]
+    assert is_factorised(model)
+    for head in ("rank", "q", "blend"):
+        model.net.cfg = make_config(**{**model.net.cfg.to_dict(), "score_head": head})
+        direct = model.score(hist)
+        np.testing.assert_allclose(direct, model.user_vectors(hist) @ model.item_vectors().T, rtol=1e-5, atol=1e-5)
+        exclude = [np.unique(h) for h in hist]
+        items, _ = top_k(model, hist, 3, exclude=exclude)
+        for r, ex in enumerate(exclude):
+            s = direct[r].copy()
+            s[ex] = -np.inf
+            assert set(items[r]) == set(np.argsort(-s)[:3])

@@ -80,7 +80,7 @@ class MTRLConfig:
     w_rating: float = 0.1
 
     # --- which score serves ---
-    # `rank`: ranking head; `q`: Q head; `blend`: log_softmax(rank) + blend_weight * Q.
+    # `rank`: ranking head; `q`: Q head; `blend`: rank logits + blend_weight * Q.
     score_head: str = "rank"
     blend_weight: float = 1.0
 

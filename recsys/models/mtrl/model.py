@@ -3,7 +3,7 @@
     item table   E = has_id * E_id + W_text x_text                     (I, D)
     state        h_t = Transformer_causal(E[i_<=t] + pos + behaviour + gap)   (B, T, D)
     ranking      logits = h_t E^T                     softmax CE on the next item
-    Q head       Q(s_t, a) = (W_q h_t) . sg(E_a)      TD(0), double Q, soft target network
+    Q head       Q(s_t, a) = V(h_t) + (W_q h_t) . sg(E_a)   dueling; TD(0), double Q, target net
     behaviour    pCTR, pCVR from (W_c h_t) . E_a      ESMM over all impressions
     rating       r_hat = (W_r h_t + b) . E_a          MSE on z-scored ratings where one exists
 
@@ -80,7 +80,8 @@ class MTRLNet(nn.Module):
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
         self.ln_f = nn.LayerNorm(cfg.d)
 
-        self.q_proj = nn.Linear(cfg.d, cfg.d) if cfg.q_head else None
+        self.q_proj = nn.Linear(cfg.d, cfg.d) if cfg.q_head else None  # advantage A(s, a) = (W_q h) . E_a
+        self.q_value = nn.Linear(cfg.d, 1) if cfg.q_head else None  # state value V(s) (dueling)
         self.ctr = nn.Linear(cfg.d, cfg.d) if cfg.behaviour_heads else None
         self.cvr = nn.Linear(cfg.d, cfg.d) if cfg.behaviour_heads else None
         self.rate = nn.Linear(cfg.d, cfg.d) if cfg.rating_head else None
@@ -146,7 +147,8 @@ class MTRLNet(nn.Module):
             # detached, so TD regression cannot pull the ranking head's item table around.
             e_q = table.detach()  # (I, D)
             qh = self.q_proj(h)  # (B, T, D)
-            q_sa = (qh[m] * e_q[tgt]).sum(-1)  # (N,) Q(s_t, a_t)
+            v_s = self.q_value(hs).squeeze(-1)  # (N,) V(s_t)
+            q_sa = v_s + (qh[m] * e_q[tgt]).sum(-1)  # (N,) Q(s_t, a_t) = V(s_t) + A(s_t, a_t)
             with torch.no_grad():
                 v = self._target_values(batch, qh, e_q, target_net if target_net is not None else self)  # (B, T) V(s_t)
                 v_next = F.pad(v[:, 1:], (0, 1))  # (B, T) V(s_{t+1})
@@ -155,7 +157,7 @@ class MTRLNet(nn.Module):
             l_q = L.masked_mean((q_sa - y) ** 2, fit)
             # unobserved actions: reward 0 and the state stays s_t, so y = gamma V(s_t)
             neg = torch.randint(0, self.n_items, (cfg.q_negatives,), device=h.device)
-            q_neg = qh[m] @ e_q[neg].T  # (N, K)
+            q_neg = v_s[:, None] + qh[m] @ e_q[neg].T  # (N, K)
             y_neg = (cfg.gamma * v[m]).unsqueeze(1)  # (N, 1)
             parts["q"] = l_q + L.masked_mean((q_neg - y_neg) ** 2, neg[None, :] != tgt[:, None])
             if sac:  # SAC: detached Q(s, a) weights each position's ranking loss (batch mean 1)
@@ -188,22 +190,31 @@ class MTRLNet(nn.Module):
         B, T = batch["item"].shape
         real = torch.arange(T, device=qh.device)[None, :] < batch["length"][:, None]  # (B, T)
         a_star = torch.zeros(B, T, dtype=torch.long, device=qh.device)
-        a_star[real] = (qh[real] @ table.T).argmax(-1)  # online argmax over the catalogue
+        a_star[real] = (qh[real] @ table.T).argmax(-1)  # online argmax of A, so of Q, over the catalogue
         t_h = target.encode(batch["item"], batch["btype"], batch["gap"])  # (B, T, D)
-        v = (target.q_proj(t_h) * target.item_table()[a_star]).sum(-1)
+        v = target.q_value(t_h).squeeze(-1) + (target.q_proj(t_h) * target.item_table()[a_star]).sum(-1)
         return v.clamp(float(self.q_range[0]), float(self.q_range[1]))
+
+    @torch.no_grad()
+    def user_vectors(self, items: torch.Tensor, btype: torch.Tensor, gap: torch.Tensor, length: torch.Tensor, head: str = "rank", blend: float = 1.0) -> torch.Tensor:
+        """(B, T) histories + lengths (B,) -> (B, D) vectors u with scores u . E_i for every item.
+
+        rank: u = h (the ranking logits); q: u = W_q h (the advantage A(s, .), which is Q(s, .)
+        less the state value V(s)); blend: u = h + blend W_q h, i.e. logits + blend * A. Each
+        differs from its textbook form (Q, log_softmax + blend * Q) by a per-user constant
+        only, so it ranks every user's items identically.
+        """
+        h = self.encode(items, btype, gap)  # (B, T, D)
+        last = h[torch.arange(len(length), device=h.device), length - 1]  # (B, D)
+        if head == "rank":
+            return last
+        q = self.q_proj(last)  # (B, D)
+        return q if head == "q" else last + blend * q
 
     @torch.no_grad()
     def predict(self, items: torch.Tensor, btype: torch.Tensor, gap: torch.Tensor, length: torch.Tensor, head: str = "rank", blend: float = 1.0) -> torch.Tensor:
         """(B, T) histories + lengths (B,) -> (B, I) scores of the next item from the last state."""
-        table = self.item_table()
-        h = self.encode(items, btype, gap, table)  # (B, T, D)
-        last = h[torch.arange(len(length), device=h.device), length - 1]  # (B, D)
-        rank = last @ table.T  # (B, I)
-        if head == "rank":
-            return rank
-        q = self.q_proj(last) @ table.T  # (B, I)
-        return q if head == "q" else rank.log_softmax(-1) + blend * q
+        return self.user_vectors(items, btype, gap, length, head, blend) @ self.item_table().T
 
     @torch.no_grad()
     def grow_items(self, n_items: int, text: torch.Tensor | None = None) -> None:

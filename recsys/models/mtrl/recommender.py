@@ -18,7 +18,7 @@ from recsys.errors import ConfigError
 from recsys.models.base import write_meta
 from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
 from recsys.models.mtrl.config import make_config
-from recsys.models.mtrl.train import score_histories, train
+from recsys.models.mtrl.train import history_vectors, item_vectors, score_histories, train
 
 
 class MTRLModel:
@@ -69,6 +69,13 @@ class MTRLModel:
         """As score(), with each step's behaviour (schema.EVENT_TYPES index) and optional µs timestamps."""
         net = self._ready()
         return score_histories(net, list(histories), events, ts, default_type=self.meta.get("default_type", 0))
+
+    # the scoring fast path (recsys.scoring.Factorised): score = user_vectors @ item_vectors.T
+    def user_vectors(self, histories: list[np.ndarray]) -> np.ndarray:
+        return history_vectors(self._ready(), list(histories), default_type=self.meta.get("default_type", 0))
+
+    def item_vectors(self) -> np.ndarray:
+        return item_vectors(self._ready())
 
     def set_item_text(self, matrix: np.ndarray) -> None:
         """Grow the catalogue to matrix's rows; items newer than the model get a text-only vector."""

@@ -122,7 +122,7 @@ def to_batch(win: Windows, idx: np.ndarray, device: torch.device, gap_dropout: f
 
 
 @torch.no_grad()
-def score_histories(
+def history_vectors(
     net: MTRLNet,
     histories: list[np.ndarray],
     events: list[np.ndarray] | None = None,
@@ -130,12 +130,12 @@ def score_histories(
     default_type: int = 0,
     block: int = 512,
 ) -> np.ndarray:
-    """(B,) item_idx histories -> (B, n_items) float32 scores with the configured head."""
+    """(B,) item_idx histories -> (B, D) float32 user vectors of the configured head."""
     cfg = net.cfg
     device = net.has_id.device
     was_training = net.training
     net.eval()
-    out = np.zeros((len(histories), net.n_items), np.float32)
+    out = np.zeros((len(histories), cfg.d), np.float32)
     for lo in range(0, len(histories), block):
         sl = slice(lo, lo + block)
         arrays = encode_histories(
@@ -144,20 +144,37 @@ def score_histories(
         )
         items, btype, gap, length = (torch.from_numpy(a).to(device) for a in arrays)
         items = items.clamp(max=net.n_items - 1)  # unknown ids (newer than the model) cannot be embedded
-        s = net.predict(items, btype, gap, length, cfg.score_head, cfg.blend_weight)
-        out[sl] = s.float().cpu().numpy()
+        u = net.user_vectors(items, btype, gap, length, cfg.score_head, cfg.blend_weight)
+        out[sl] = u.float().cpu().numpy()
     net.train(was_training)
     return out
 
 
+@torch.no_grad()
+def item_vectors(net: MTRLNet) -> np.ndarray:
+    """(n_items, D) float32 item table; scores are history_vectors @ item_vectors.T."""
+    return net.item_table().float().cpu().numpy()
+
+
+def score_histories(net: MTRLNet, histories, events=None, ts=None, default_type: int = 0) -> np.ndarray:
+    """(B,) item_idx histories -> (B, n_items) float32 scores with the configured head."""
+    return history_vectors(net, histories, events, ts, default_type) @ item_vectors(net).T
+
+
 class _Scorer:
-    """The Recommender.score face of a bare network, for the shared top_k routine."""
+    """The Recommender face of a bare network (score and the factorised fast path), for top_k."""
 
     def __init__(self, net: MTRLNet, default_type: int):
         self.net, self.default_type = net, default_type
 
     def score(self, histories):
         return score_histories(self.net, histories, default_type=self.default_type)
+
+    def user_vectors(self, histories):
+        return history_vectors(self.net, histories, default_type=self.default_type)
+
+    def item_vectors(self):
+        return item_vectors(self.net)
 
 
 def evaluate(net: MTRLNet, cases: EvalCases, default_type: int, k: int = 10) -> dict[str, float]:
