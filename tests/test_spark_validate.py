@@ -404,3 +404,46 @@ def test_lake_paths_keep_their_scheme():
         io.display(local, f"file:/data/lake/raw/events/date={D}/part-0.parquet")
         == f"raw/events/date={D}/part-0.parquet"
     )
+
+
+# --- many small day partitions (a multi-year import) -----------------------------------------
+
+
+def test_footer_fast_path_only_passes_plain_matches(tmp_path):
+    """Local footers read with pyarrow: a plain match skips the JVM; anything else goes to Spark."""
+    good = write_events(tmp_path, D, [("u1", "i1", "view", at(D, "10:00"), None)])
+    assert io._plainly_matches(io.uri(good), io.EVENTS)
+    assert io._plainly_matches("file:" + str(good), io.EVENTS)  # Hadoop's spelling of a local path
+
+    naive = pa.schema([f if f.name != "ts" else pa.field("ts", pa.timestamp("us")) for f in EVENTS_SCHEMA])
+    as_string = pa.schema([f if f.name != "rating" else pa.field("rating", pa.string()) for f in EVENTS_SCHEMA])
+    no_rating = pa.schema([f for f in EVENTS_SCHEMA if f.name != "rating"])
+    nanos = pa.schema([f if f.name != "ts" else pa.field("ts", pa.timestamp("ns", tz="UTC")) for f in EVENTS_SCHEMA])
+    for name, schema in (("naive", naive), ("string", as_string), ("missing", no_rating), ("nanos", nanos)):
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(schema.empty_table(), path, coerce_timestamps=None)
+        assert not io._plainly_matches(io.uri(path), io.EVENTS), name
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    assert not io._plainly_matches(io.uri(tmp_path / "broken.parquet"), io.EVENTS)
+    assert not io._plainly_matches("s3a://bucket/lake/raw/events/date=2026-11-27/part-0.parquet", io.EVENTS)
+
+
+def test_many_days_catch_up_writes_one_file_per_day(spark, lake_root):
+    lake = Lake(lake_root)
+    days = [D - dt.timedelta(days=k) for k in range(39, -1, -1)]
+    write_items(lake_root, days[0], [item("i1", created=days[0] - dt.timedelta(days=1))])
+    for k, day in enumerate(days):
+        write_events(lake_root, day, [("u1", "i1", "view", at(day, "10:00"), None)] * (1 + k % 3))
+    # Listed with os.scandir locally; the same folders as Hadoop would list.
+    assert list(io.partition_days(spark, lake.raw_events)) == days
+    assert io.data_files(spark, lake.events_partition(D)) == [f"file://{lake_root}/raw/events/date={D}/part-0.parquet"]
+
+    report = run_validation(spark, lake, D, settings(lake_root, history_days=40))
+
+    assert report["days_validated"] == [str(d) for d in days]
+    # Exact duplicates: one clean row per day, the rest (0, 1, 2 extra rows, 13 times) quarantined.
+    assert (report["rows_clean"], report["rows_quarantined"]) == (40, 39)
+    for day in days:
+        files = [f.name for f in lake.validated_events_partition(day).iterdir() if not f.name.startswith(".")]
+        assert len(files) == 1 and files[0].endswith(".parquet"), (day, files)
+        assert [r["ts"] for r in read_rows(lake.validated_events_partition(day))] == [at(day, "10:00")]

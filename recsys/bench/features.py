@@ -15,6 +15,9 @@ in a temporary lake:
    files and the item map the job wrote. They run `repeats` times, interleaved; the best of
    each counts. Their outputs must be identical (checked).
 
+CPU seconds (user + system of the engine's process: the JVM, or the DuckDB process) are
+reported next to wall time: on a machine shared with other jobs they vary far less.
+
 Each step runs in its own process, so peak memory is that process tree's resident set
 (sampled every 50 ms; for Spark the Python driver plus its JVM). Times exclude starting the
 engine (JVM and SparkSession; `import duckdb`), reported separately; before the Spark
@@ -49,6 +52,14 @@ END_DATE = dt.date(2026, 11, 27)
 # --- the workers (each runs in its own process) ---------------------------------------------
 
 
+def _cpu_seconds(jvm: bool) -> float:
+    """CPU time (user + system) used so far by this process, or by its JVM child."""
+    import psutil
+
+    procs = [p for p in psutil.Process().children(recursive=True) if "java" in p.name()] if jvm else [psutil.Process()]
+    return sum(p.cpu_times().user + p.cpu_times().system for p in procs)
+
+
 def _spark_session():
     from recsys.config import load_settings
     from spark_jobs.session import get_spark
@@ -66,9 +77,10 @@ def worker_validate(lake_root: Path, ds: dt.date, out: Path) -> dict:
 
     spark, settings, startup = _spark_session()
     settings = settings.model_copy(update={"lake_root": lake_root})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds(jvm=True)
     report = run_validation(spark, Lake(lake_root), ds, settings)
-    return {"seconds": time.perf_counter() - t0, "startup": startup, "rows": report["rows_clean"]}
+    return {"seconds": time.perf_counter() - t0, "cpu": _cpu_seconds(jvm=True) - c0, "startup": startup,
+            "rows": report["rows_clean"]}  # fmt: skip
 
 
 def worker_spark_job(lake_root: Path, ds: dt.date, out: Path) -> dict:
@@ -77,9 +89,10 @@ def worker_spark_job(lake_root: Path, ds: dt.date, out: Path) -> dict:
 
     spark, settings, startup = _spark_session()
     settings = settings.model_copy(update={"lake_root": lake_root})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds(jvm=True)
     manifest = run_features(spark, Lake(lake_root), ds, settings)
-    return {"seconds": time.perf_counter() - t0, "startup": startup, "rows": manifest["outputs"]["sequences"]["rows"]}
+    return {"seconds": time.perf_counter() - t0, "cpu": _cpu_seconds(jvm=True) - c0, "startup": startup,
+            "rows": manifest["outputs"]["sequences"]["rows"]}  # fmt: skip
 
 
 def worker_spark_sequences(lake_root: Path, ds: dt.date, out: Path) -> dict:
@@ -97,15 +110,15 @@ def worker_spark_sequences(lake_root: Path, ds: dt.date, out: Path) -> dict:
     t0 = time.perf_counter()
     spark.read.schema(io.EVENTS).parquet(*paths).groupBy("event_type").count().collect()
     startup += time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds(jvm=True)
     events = spark.read.schema(io.EVENTS).parquet(*paths)
     catalogue = spark.read.schema(io.ITEMS).parquet(io.uri(lake.validated_items(ds)))
     item_map = spark.read.schema(ITEM_MAP_SCHEMA).parquet(io.uri(lake.item_map_root / f"ds={ds}"))
     n_events = json.loads((lake.features(ds) / "manifest.json").read_text())["outputs"]["events"]["rows"]
     seqs = build_sequences(attach_items(events, item_map, catalogue), settings.max_seq_len)
     io.write_parquet(seqs, out, io.n_files(n_events))
-    seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "startup": startup, "rows": spark.read.parquet(io.uri(out)).count()}
+    seconds, cpu = time.perf_counter() - t0, _cpu_seconds(jvm=True) - c0
+    return {"seconds": seconds, "cpu": cpu, "startup": startup, "rows": spark.read.parquet(io.uri(out)).count()}
 
 
 DUCKDB_SEQUENCES = """
@@ -147,7 +160,7 @@ def worker_duckdb_sequences(lake_root: Path, ds: dt.date, out: Path) -> dict:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     startup = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds(jvm=False)
     days = _window(lake, ds, settings.history_days)
     out.mkdir(parents=True, exist_ok=True)
     target = out / "part-0.parquet"
@@ -160,9 +173,9 @@ def worker_duckdb_sequences(lake_root: Path, ds: dt.date, out: Path) -> dict:
             "max_len": settings.max_seq_len,
         },
     )
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, _cpu_seconds(jvm=False) - c0
     rows = con.execute("SELECT count(*) FROM read_parquet($p)", {"p": str(target)}).fetchone()[0]
-    return {"seconds": seconds, "startup": startup, "rows": rows}
+    return {"seconds": seconds, "cpu": cpu, "startup": startup, "rows": rows}
 
 
 WORKERS = {
@@ -290,14 +303,15 @@ def run(events: int = 1_000_000, repeats: int = 2, workdir: Path | None = None, 
             "",
             table(
                 [
-                    (labels[k], r["seconds"], r["startup"], r["wall"], r["peak_rss"] / 2**20, r["rows"])
+                    (labels[k], r["seconds"], r["cpu"], r["startup"], r["wall"], r["peak_rss"] / 2**20, r["rows"])
                     for k, r in rows.items()
                 ],
-                ("step", "seconds", "engine start s", "process wall s", "peak RSS MiB", "rows out"),
+                ("step", "seconds", "CPU s", "engine start s", "process wall s", "peak RSS MiB", "rows out"),
             ),
             "",
-            f"sequence step, Spark / DuckDB: {spark_s / duck_s:.2f}x (outputs identical for all "
-            f"{rows['duckdb-sequences']['rows']:,} users)",
+            f"sequence step, Spark / DuckDB: {spark_s / duck_s:.2f}x wall, "
+            f"{rows['spark-sequences']['cpu'] / rows['duckdb-sequences']['cpu']:.2f}x CPU "
+            f"(outputs identical for all {rows['duckdb-sequences']['rows']:,} users)",
         ]
     )
     result = {
@@ -305,6 +319,9 @@ def run(events: int = 1_000_000, repeats: int = 2, workdir: Path | None = None, 
         "spark_seconds": round(spark_s, 2),
         "duckdb_seconds": round(duck_s, 2),
         "ratio": round(spark_s / duck_s, 2),
+        "spark_cpu_seconds": round(rows["spark-sequences"]["cpu"], 2),
+        "duckdb_cpu_seconds": round(rows["duckdb-sequences"]["cpu"], 2),
+        "cpu_ratio": round(rows["spark-sequences"]["cpu"] / rows["duckdb-sequences"]["cpu"], 2),
         "spark_job_seconds": round(rows["spark-job"]["seconds"], 2),
         "validate_seconds": round(rows["validate"]["seconds"], 2),
         "spark_peak_rss_mib": round(rows["spark-sequences"]["peak_rss"] / 2**20),
