@@ -142,6 +142,10 @@ def cmd_demo(args) -> None:
 
 def cmd_bench(args) -> dict:
     """Benchmarks against a throw-away embedded PostgreSQL; the last line printed is one JSON object."""
+    if args.action == "features":
+        from recsys.bench.features import run
+
+        return run(events=args.events, repeats=args.repeats)
     if args.action == "publish":
         from recsys.bench.publish import run
 
@@ -232,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Each prints a table and, as its last line, one JSON object. publish and readers run an "
         "embedded PostgreSQL in a temporary folder. Figures and commands: docs/BENCHMARKS.md.",
     )
-    s.add_argument("action", choices=["publish", "score", "readers"])
+    s.add_argument("action", choices=["publish", "score", "readers", "features"])
+    s.add_argument("--events", type=int, default=1_000_000, help="features: generated events (default 1000000)")
     s.add_argument("--rows", type=int, default=1_000_000, help="publish, readers: rows per batch (default 1000000)")
     s.add_argument("--users", type=int, default=20_000, help="score: users (default 20000)")
     s.add_argument("--items", type=int, default=20_000, help="score: catalogue items (default 20000)")

@@ -30,7 +30,9 @@ def find_file(path: Path) -> Path:
     if path.is_file():
         return path
     parse.require_dir(path, "an Amazon sequence file or a folder with one")
-    found = sorted(f for f in path.glob("*.txt") if not f.stem.lower().startswith(NOT_DATA) and "license" not in f.name.lower())
+    found = sorted(
+        f for f in path.glob("*.txt") if not f.stem.lower().startswith(NOT_DATA) and "license" not in f.name.lower()
+    )
     if len(found) != 1:
         listed = ", ".join(f.name for f in found) or "none"
         raise InputError(

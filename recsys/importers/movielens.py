@@ -59,7 +59,8 @@ def load(path: Path) -> Dataset:
         items = _movies_dat(parse.require_file(path, "movies.dat", "MovieLens 1M movies: MovieID::Title::Genres"))
     else:
         ratings = _ratings_100k(parse.require_file(path, "u.data", "MovieLens 100K ratings"))
-        items = _items_100k(parse.require_file(path, "u.item", "MovieLens 100K items: id|title|...|19 genre flags"), path)
+        item_file = parse.require_file(path, "u.item", "MovieLens 100K items: id|title|...|19 genre flags")
+        items = _items_100k(item_file, path)
     events = events_table(
         ratings.column("user"),
         ratings.column("item"),
@@ -178,7 +179,8 @@ def _items_100k(path: Path, folder: Path) -> pa.Table:
     rows = []
     for no, line in parse.lines(path, LATIN1):
         try:
-            fields = split_fields(line, "|", 5 + len(names), f"id|title|release|video release|url|{len(names)} genre flags")
+            expected = f"id|title|release|video release|url|{len(names)} genre flags"
+            fields = split_fields(line, "|", 5 + len(names), expected)
             flags = [int_value(x, "genre flag") for x in fields[5:]]
             genres = [g for g, on in zip(names, flags) if on]
             rows.append((text_value(fields[0], "movie id"), text_value(fields[1], "title"), genres))

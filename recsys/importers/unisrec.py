@@ -150,7 +150,8 @@ def _texts(path: Path) -> dict[str, str]:
             # An item whose text is empty loses its trailing tab in some dumps: no text.
             if len(fields) == cols["text"] and fields[cols["item_id"]].strip():
                 continue
-            raise parse.malformed(path, no, f"{len(fields)} tab-separated fields where {max(cols.values()) + 1} were expected")
+            width = max(cols.values()) + 1
+            raise parse.malformed(path, no, f"{len(fields)} tab-separated fields where {width} were expected")
         item = fields[cols["item_id"]].strip()
         if not item:
             raise parse.malformed(path, no, "empty item_id")

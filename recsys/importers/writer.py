@@ -51,7 +51,7 @@ class Dataset:
 def events_table(users, items, event_type, ts_us, rating=None) -> pa.Table:
     """An EVENTS_SCHEMA table from parallel arrays; `event_type` is one name or an array."""
     n = len(ts_us)
-    types = pa.array([event_type] * n, pa.string()) if isinstance(event_type, str) else pa.array(event_type, pa.string())
+    types = pa.array([event_type] * n if isinstance(event_type, str) else event_type, pa.string())
     if rating is None:
         ratings = pa.nulls(n, pa.float64())
     else:
@@ -125,12 +125,13 @@ def write_raw(lake_root: Path, data: Dataset) -> dict:
     ts = events.column(S.TS).cast(pa.int64()).to_numpy()
     day = ts // DAY_US
     first_day, last_day = int(day[0]), int(day[-1])
-    items = _catalogue(data.items, events, ts, day, first_day)
+    items = _catalogue(data.items, events, day, first_day)
 
     event_days = np.unique(day)
     bounds = np.searchsorted(day, np.append(event_days, event_days[-1] + 1))
     for k, d in enumerate(event_days):
-        _write_partition(lake.events_partition(EPOCH + dt.timedelta(days=int(d))), events.slice(bounds[k], bounds[k + 1] - bounds[k]))
+        part = events.slice(bounds[k], bounds[k + 1] - bounds[k])
+        _write_partition(lake.events_partition(EPOCH + dt.timedelta(days=int(d))), part)
 
     item_day = items.column(S.CREATED_AT).cast(pa.int64()).to_numpy() // DAY_US
     order = np.argsort(item_day, kind="stable")
@@ -157,7 +158,7 @@ def write_raw(lake_root: Path, data: Dataset) -> dict:
     }
 
 
-def _catalogue(items: pa.Table, events: pa.Table, ts: np.ndarray, day: np.ndarray, first_day: int) -> pa.Table:
+def _catalogue(items: pa.Table, events: pa.Table, day: np.ndarray, first_day: int) -> pa.Table:
     """Items (one row per id, first kept) + placeholders for event items without a row, with
     created_at = midnight of the item's first event day (the first day for items without)."""
     items = items.select(list(ITEM_COLUMNS))
@@ -173,7 +174,8 @@ def _catalogue(items: pa.Table, events: pa.Table, ts: np.ndarray, day: np.ndarra
     if missing:
         items = pa.concat_tables([items, items_table(missing, [f"item {i}" for i in missing])])
     first_event_day = dict(zip(seen.tolist(), day[first_idx].tolist()))
-    created_day = np.array([first_event_day.get(i, first_day) for i in items.column(S.ITEM_ID).to_pylist()], dtype=np.int64)
+    ids = items.column(S.ITEM_ID).to_pylist()
+    created_day = np.array([first_event_day.get(i, first_day) for i in ids], dtype=np.int64)
     created = pa.array(created_day * DAY_US, TS_TYPE)
     table = items.append_column(pa.field(S.CREATED_AT, TS_TYPE), created)
     return table.select(list(S.ITEMS_SCHEMA.names)).cast(S.ITEMS_SCHEMA)

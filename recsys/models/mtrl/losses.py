@@ -20,12 +20,16 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum() / m.sum().clamp(min=1.0)
 
 
-def ranking_ce(h: torch.Tensor, table: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def ranking_ce(h: torch.Tensor, table: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
     """Full-catalogue softmax cross-entropy per position: -log softmax(h E^T)[target].
 
-    h (N, D), table E (I, D), target (N,) -> (N,).
+    h (N, D), table E (I, D), target (N,) -> (N,). `allowed` (I,) bool: the softmax runs over
+    these items only (items without training interactions are never pushed down as negatives).
     """
-    return F.cross_entropy(h @ table.T, target, reduction="none")  # logits (N, I)
+    logits = h @ table.T  # (N, I)
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    return F.cross_entropy(logits, target, reduction="none")
 
 
 def sampled_ce(

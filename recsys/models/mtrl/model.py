@@ -69,6 +69,9 @@ class MTRLNet(nn.Module):
         self.register_buffer("has_id", torch.ones(n_items))
         # Rating mean and spread of the training data: the rating head predicts z-scores.
         self.register_buffer("rating_stats", torch.tensor([0.0, 1.0]))
+        # Training popularity of items (smoothed over trained items): the proposal for sampled
+        # softmax and Q negatives. Set by training, not saved.
+        self.register_buffer("sample_p", torch.full((n_items,), 1.0 / n_items), persistent=False)
         # Values a return can take, [min(r, 0), max(r, 0)] / (1 - gamma): bootstrapped values
         # are clipped to it, which keeps the max over a large catalogue from diverging.
         self.register_buffer("q_range", torch.tensor([-1.0, 1.0]) / (1.0 - cfg.gamma))
@@ -103,11 +106,18 @@ class MTRLNet(nn.Module):
     def n_items(self) -> int:
         return self.has_id.shape[0]
 
-    def item_table(self) -> torch.Tensor:
-        """(I, D) item representations: id part (only for items seen in training) + text part."""
+    def item_table(self, id_dropout: float = 0.0) -> torch.Tensor:
+        """(I, D) item representations: id part (only for items seen in training) + text part.
+
+        id_dropout: share of items whose id part is hidden for this step (training only), so
+        text-only vectors, what a cold item has, learn to compete in the softmax (DropoutNet).
+        """
         e = torch.zeros(self.n_items, self.cfg.d, device=self.has_id.device)
         if self.item_id is not None:
-            e = e + self.item_id.weight * self.has_id[:, None]
+            keep = self.has_id
+            if id_dropout > 0 and self.text_proj is not None:
+                keep = keep * (torch.rand_like(keep) >= id_dropout)
+            e = e + self.item_id.weight * keep[:, None]
         if self.text_proj is not None:
             e = e + self.text_proj(self.text)
         return e
@@ -127,19 +137,20 @@ class MTRLNet(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], target_net: "MTRLNet | None" = None, sac: bool = False):
         """Training step: returns (total loss, per-task losses detached)."""
         cfg = self.cfg
-        table = self.item_table()  # (I, D)
+        table = self.item_table(cfg.id_dropout)  # (I, D)
         h = self.encode(batch["item"], batch["btype"], batch["gap"], table)  # (B, T, D)
         m = batch["target"] >= 0  # (B, T) positions that predict a next step
         hs, tgt = h[m], batch["target"][m]  # (N, D), (N,)
         e_tgt = table[tgt]  # (N, D)
+        seen = self.has_id > 0  # (I,) items with training interactions: the only negatives
         parts: dict[str, torch.Tensor] = {}
 
         # --- ranking: softmax over the catalogue (sampled when it is large) ---
         if self.n_items > cfg.full_softmax_max_items:
-            neg = torch.multinomial(batch["sample_p"], cfg.n_sampled, replacement=True)
-            ce = L.sampled_ce(hs, table, tgt, neg, batch["sample_p"].log())  # (N,)
+            neg = torch.multinomial(self.sample_p, cfg.n_sampled, replacement=True)
+            ce = L.sampled_ce(hs, table, tgt, neg, self.sample_p.log())  # (N,)
         else:
-            ce = L.ranking_ce(hs, table, tgt)  # (N,)
+            ce = L.ranking_ce(hs, table, tgt, seen)  # (N,)
 
         # --- Q head: TD(0) with double Q and a soft target network (SQN / SNQN) ---
         if self.q_proj is not None:
@@ -155,8 +166,9 @@ class MTRLNet(nn.Module):
                 y = L.td_target(batch["reward"], batch["done"], v_next, cfg.gamma)[m]  # (N,)
             fit = (batch["done"] | batch["boot"])[m]  # a truncated window has no next state
             l_q = L.masked_mean((q_sa - y) ** 2, fit)
-            # unobserved actions: reward 0 and the state stays s_t, so y = gamma V(s_t)
-            neg = torch.randint(0, self.n_items, (cfg.q_negatives,), device=h.device)
+            # unobserved actions, drawn by popularity (what a user was likely shown but passed
+            # over): reward 0 and the state stays s_t, so y = gamma V(s_t)
+            neg = torch.multinomial(self.sample_p, cfg.q_negatives, replacement=True)
             q_neg = v_s[:, None] + qh[m] @ e_q[neg].T  # (N, K)
             y_neg = (cfg.gamma * v[m]).unsqueeze(1)  # (N, 1)
             parts["q"] = l_q + L.masked_mean((q_neg - y_neg) ** 2, neg[None, :] != tgt[:, None])
@@ -190,7 +202,8 @@ class MTRLNet(nn.Module):
         B, T = batch["item"].shape
         real = torch.arange(T, device=qh.device)[None, :] < batch["length"][:, None]  # (B, T)
         a_star = torch.zeros(B, T, dtype=torch.long, device=qh.device)
-        a_star[real] = (qh[real] @ table.T).argmax(-1)  # online argmax of A, so of Q, over the catalogue
+        adv = (qh[real] @ table.T).masked_fill(self.has_id <= 0, float("-inf"))  # A(s, .) over trained items
+        a_star[real] = adv.argmax(-1)  # online argmax of A, so of Q
         t_h = target.encode(batch["item"], batch["btype"], batch["gap"])  # (B, T, D)
         v = target.q_value(t_h).squeeze(-1) + (target.q_proj(t_h) * target.item_table()[a_star]).sum(-1)
         return v.clamp(float(self.q_range[0]), float(self.q_range[1]))
@@ -229,6 +242,7 @@ class MTRLNet(nn.Module):
                 w = torch.cat([self.item_id.weight.data, torch.zeros(n_items - old, self.cfg.d, device=dev)])
                 self.item_id = nn.Embedding.from_pretrained(w, freeze=False)
             self.has_id = torch.cat([self.has_id, torch.zeros(n_items - old, device=dev)])
+            self.sample_p = torch.cat([self.sample_p, torch.zeros(n_items - old, device=dev)])
             self.text = torch.cat([self.text, torch.zeros(n_items - old, self.text.shape[1], device=dev)])
         if text is not None and self.text_proj is not None:
             rows = min(len(text), self.n_items)

@@ -237,12 +237,13 @@ def train(
         net.rating_stats = torch.tensor([ratings.mean(), max(ratings.std(), 1e-3)], dtype=torch.float32)
     real_r = win.reward[win.target >= 0]
     net.q_range = torch.tensor([min(real_r.min(), 0.0), max(real_r.max(), 0.0)], dtype=torch.float32) / (1.0 - cfg.gamma)
+    # proposal for sampled softmax and Q negatives: training popularity, smoothed over trained items
+    counts = np.bincount(win.target[win.target >= 0], minlength=n_items).astype(np.float64) + seen
+    net.sample_p = torch.tensor(counts / counts.sum(), dtype=torch.float32)
     net.to(device)
     target_net = copy.deepcopy(net).eval().requires_grad_(False) if cfg.q_head else None
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
-    counts = np.bincount(win.target[win.target >= 0], minlength=n_items).astype(np.float64) + 1.0
-    sample_p = torch.tensor(counts / counts.sum(), dtype=torch.float32, device=device)
     amp = device.type == "cuda" and cfg.amp
     local_rng = np.random.default_rng([cfg.seed, rank])  # gap dropout of this rank
     eval_cases = _subset(valid, cfg.eval_users, cfg.seed) if valid is not None and len(valid.histories) else None
@@ -268,7 +269,6 @@ def train(
                 g["lr"] = lr_at(step, cfg)
             # forward / backward
             batch = to_batch(win, idx, device, cfg.gap_dropout, local_rng)
-            batch["sample_p"] = sample_p
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 loss, parts = model(batch, target_net, sac=cfg.sac and step >= cfg.sac_warmup_steps)
             opt.zero_grad(set_to_none=True)
@@ -359,6 +359,7 @@ def _build(cfg: MTRLConfig, n_items: int, text: torch.Tensor | None, init, notes
         except RuntimeError as err:  # a different architecture: the champion cannot seed it
             notes.append(f"warm start skipped, champion incompatible: {str(err).splitlines()[0]}")
     net = MTRLNet(cfg, n_items, text_dim)
+    net.has_id.zero_()  # filled from the training data by the caller
     if text is not None and net.text_proj is not None:
         net.text[: len(text)] = text[:n_items]
     return net
