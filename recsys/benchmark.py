@@ -26,17 +26,20 @@ from recsys.lake import Lake
 log = logging.getLogger(__name__)
 
 BASELINE_KINDS = {"popularity": ("popularity", {}), "itemknn": ("cooc", {})}
+# Leave-one-out has no time axis worth the name (public logs span years, Amazon sequences
+# carry no timestamps): "recent" popularity there counts the whole training log.
+WHOLE_LOG = {"popularity": {"window_days": 365_000}, "itemknn": {"popularity_window_days": 365_000}}
 NEURAL_PRESETS = ("full", "sasrec_ce", "no_text", "no_q", "no_behaviour")
 ALL_MODELS = (*BASELINE_KINDS, *NEURAL_PRESETS)
 SUMMARY_METRICS = ("ndcg@10", "hr@10", "mrr@10", "recall@20")
 
 
-def _build(name: str, text_path: Path | None, overrides: dict):
+def _build(name: str, text_path: Path | None, overrides: dict, protocol: str = "temporal"):
     from recsys.models import build_model
 
     if name in BASELINE_KINDS:
         kind, params = BASELINE_KINDS[name]
-        return build_model(kind, **params)
+        return build_model(kind, **params, **(WHOLE_LOG[name] if protocol == "loo" else {}))
     if name in NEURAL_PRESETS:
         return build_model("mtrl", preset=name, text_path=str(text_path) if text_path else None, **overrides)
     raise ConfigError(f"unknown model {name!r}; expected some of {list(ALL_MODELS)}")
@@ -76,12 +79,27 @@ def run_benchmark(
     ctx = context_for(train, category, new_items)
     text_path = lake.embeddings(ds) / "item_text.npy"
     results: dict[str, dict] = {}
+    trained: list[tuple[dict, str]] = []  # (effective config, model name) of each neural model run
     for name in models:
+        model = _build(name, text_path if text_path.exists() else None, overrides or {}, protocol)
+        same = None
+        if name in NEURAL_PRESETS:
+            cfg, notes = model.effective_config(train)
+            same = next((other for c, other in trained if c == cfg), None)
+            trained.append((cfg, name))
+        if same is not None:
+            # The data cannot train what this ablation removes (no text, one behaviour...), so it
+            # is the same network as `same`: deterministic on the CPU, it would repeat its numbers.
+            results[name] = {**results[same], "same_as": same, "notes": notes}
+            log.info("%s: same effective configuration as %s (%s); not trained again", name, same, "; ".join(notes))
+            continue
         t0 = time.perf_counter()
-        model = _build(name, text_path if text_path.exists() else None, overrides or {}).fit(train, valid)
+        model.fit(train, valid)
         seconds = time.perf_counter() - t0
         report = evaluate_model(model, test, ctx)
         report["train_seconds"] = round(seconds, 2)
+        if name in NEURAL_PRESETS:
+            report.update(_training_figures(model.meta))
         results[name] = report
         log.info("%s: ndcg@10 %.4f in %.1fs", name, report["ndcg@10"], seconds)
     return {
@@ -90,12 +108,24 @@ def run_benchmark(
     }
 
 
+def _training_figures(meta: dict) -> dict:
+    """Epochs, best epoch and CPU/GPU throughput of a neural model's run, from its metadata."""
+    hist = meta.get("history") or []
+    out = {"epochs": len(hist), "best_epoch": meta.get("epoch"), "notes": meta.get("notes", [])}
+    if hist:
+        out["epoch_seconds"] = round(float(np.median([h["seconds"] for h in hist])), 2)
+        out["sequences_per_second"] = round(float(np.median([h["seq_per_s"] for h in hist])), 1)
+    return out
+
+
 def summary_line(result: dict) -> str:
     """The benchmark's last line: one JSON object with the headline metrics per model."""
-    models = {
-        name: {**{m: round(float(r.get(m, np.nan)), 5) for m in SUMMARY_METRICS}, "train_seconds": r["train_seconds"]}
-        for name, r in result["models"].items()
-    }
+    models = {}
+    for name, r in result["models"].items():
+        models[name] = {**{m: round(float(r.get(m, np.nan)), 5) for m in SUMMARY_METRICS}, "train_seconds": r["train_seconds"]}
+        for extra in ("cold_recall@10", "same_as"):
+            if extra in r:
+                models[name][extra] = round(r[extra], 5) if isinstance(r[extra], float) else r[extra]
     return json.dumps({"dataset": result["dataset"], "protocol": result["protocol"], "models": models})
 
 
@@ -104,4 +134,8 @@ def print_report(result: dict) -> None:
         f"{result['dataset']} ({result['format']}), protocol {result['protocol']}: "
         f"{result['users']} test users, {result['items']} items, {result['interactions']} interactions"
     )
-    print(format_table(result["models"], columns=(*SUMMARY_METRICS, "coverage@10", "train_seconds")))
+    cold = ("cold_recall@10",) if any("cold_recall@10" in r for r in result["models"].values()) else ()
+    print(format_table(result["models"], columns=(*SUMMARY_METRICS, *cold, "coverage@10", "train_seconds")))
+    for name, r in result["models"].items():
+        if "same_as" in r:
+            print(f"{name}: the same network as {r['same_as']} on this data ({'; '.join(r['notes'])})")

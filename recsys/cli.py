@@ -68,7 +68,11 @@ def cmd_benchmark(args) -> None:
     from recsys.benchmark import ALL_MODELS, print_report, run_benchmark, summary_line
 
     models = [m.strip() for m in args.models.split(",")] if args.models else list(ALL_MODELS)
-    overrides = {"max_epochs": args.epochs} if args.epochs else {}
+    from recsys.models.mtrl.train import parse_setting
+
+    overrides = dict(parse_setting(kv) for kv in args.set)
+    if args.epochs:
+        overrides["max_epochs"] = args.epochs
     result = run_benchmark(args.format, Path(args.path), args.protocol, models, _settings(args), overrides)
     print_report(result)
     if args.out:
@@ -214,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--protocol", choices=["loo", "temporal"], default="loo")
     s.add_argument("--models", help="comma-separated (default: every model and ablation plus baselines)")
     s.add_argument("--epochs", type=int, help="override the neural models' maximum epochs")
+    s.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a neural model setting (an MTRLConfig field, docs/MODEL.md), e.g. --set dropout=0.3; repeatable",
+    )
     s.add_argument("--out", help="also write the full result as JSON to this file")
     s.set_defaults(func=cmd_benchmark)
 

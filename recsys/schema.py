@@ -51,3 +51,12 @@ ITEMS_SCHEMA = pa.schema(
 ITEM_IDX = "item_idx"  # dense int id, stable across nights (new items appended)
 SPLIT = "split"  # train / valid / test
 SPLITS = ("train", "valid", "test")
+
+
+# Importers give catalogue items that a dataset names but never describes this title, so the
+# catalogue contract (non-empty text) holds; the encode stage gives them no text vector.
+PLACEHOLDER_TITLE = "item {}"
+
+
+def is_placeholder(item_id: str, title: str | None, category: str | None, description: str | None) -> bool:
+    return title == PLACEHOLDER_TITLE.format(item_id) and not category and not description

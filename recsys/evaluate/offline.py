@@ -61,7 +61,22 @@ def evaluate_model(model, cases: EvalCases, ctx: EvalContext, k: int = 20) -> di
         keep = np.array([len(t) > 0 for t in new_t], dtype=bool)
         if keep.any():
             report["new_items_hr@10"] = M.ranking_report(items[keep], [new_t[i] for i in np.flatnonzero(keep)], ks=(10,))["hr@10"]
+    report.update(_cold_start(items, cases, ctx))
     return report
+
+
+def _cold_start(items: np.ndarray, cases: EvalCases, ctx: EvalContext) -> dict:
+    """Recall@10 on targets without any interaction in the fit data: only item text can rank them.
+
+    Counted per case (each case's cold targets), ranked against the whole catalogue as usual.
+    """
+    cold = ctx.item_popularity == 0
+    cold_t = [t[cold[t]] for t in cases.targets]
+    keep = np.array([len(t) > 0 for t in cold_t], dtype=bool)
+    if not keep.any():
+        return {}
+    picked = [cold_t[i] for i in np.flatnonzero(keep)]
+    return {"cold_recall@10": M.ranking_report(items[keep], picked, ks=(10,))["recall@10"], "cold_cases": int(keep.sum())}
 
 
 HISTORY_BUCKETS = (1, 3, 6, 11, 21, 51)

@@ -172,7 +172,7 @@ def _catalogue(items: pa.Table, events: pa.Table, day: np.ndarray, first_day: in
     known = set(items.column(S.ITEM_ID).to_pylist())
     missing = [i for i in seen.tolist() if i not in known]
     if missing:
-        items = pa.concat_tables([items, items_table(missing, [f"item {i}" for i in missing])])
+        items = pa.concat_tables([items, items_table(missing, [S.PLACEHOLDER_TITLE.format(i) for i in missing])])
     first_event_day = dict(zip(seen.tolist(), day[first_idx].tolist()))
     ids = items.column(S.ITEM_ID).to_pylist()
     created_day = np.array([first_event_day.get(i, first_day) for i in ids], dtype=np.int64)

@@ -104,23 +104,29 @@ def encode(ds, settings: Settings | None = None) -> dict:
     day, settings, lake = _ctx(ds, settings)
     t0 = time.perf_counter()
     items = _items(lake, day)
-    idx = items.column(S.ITEM_IDX).to_numpy()
-    texts = [
-        item_text(t, c, d)
-        for t, c, d in zip(
-            items.column(S.TITLE).to_pylist(), items.column(S.CATEGORY).to_pylist(), items.column(S.DESCRIPTION).to_pylist()
+    rows = list(
+        zip(
+            items.column(S.ITEM_ID).to_pylist(), items.column(S.TITLE).to_pylist(),
+            items.column(S.CATEGORY).to_pylist(), items.column(S.DESCRIPTION).to_pylist(),
         )
-    ]
+    )  # fmt: skip
+    # An importer's placeholder ("item B000123") says nothing about the item: no vector, so a
+    # model treats the item as one without text rather than learning from its id's spelling.
+    described = np.array([not S.is_placeholder(*r) for r in rows], dtype=bool)
+    idx = items.column(S.ITEM_IDX).to_numpy()[described]
+    texts = [item_text(t, c, d) for (_, t, c, d), keep in zip(rows, described) if keep]
     vectors, stats = encode_with_cache(
         texts,
         lake.text_cache,
         settings.text_model,
         lambda: TextEncoder(settings.text_model, settings.text_batch_size, settings.text_max_length, settings.device),
     )
-    # Row i of the matrix is item_idx i; items missing from the catalogue stay zero.
-    n = int(idx.max()) + 1 if len(idx) else 0
+    # Row i of the matrix is item_idx i; items missing from the catalogue or without text stay zero.
+    all_idx = items.column(S.ITEM_IDX).to_numpy()
+    n = int(all_idx.max()) + 1 if len(all_idx) else 0
     matrix = np.zeros((n, stats["dim"]), dtype=np.float32)
     matrix[idx] = vectors
+    stats["without_text"] = int((~described).sum())
     out = lake.embeddings(day)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "item_text.npy", matrix)

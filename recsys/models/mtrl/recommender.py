@@ -18,7 +18,7 @@ from recsys.errors import ConfigError
 from recsys.models.base import write_meta
 from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
 from recsys.models.mtrl.config import make_config
-from recsys.models.mtrl.train import history_vectors, item_vectors, score_histories, train
+from recsys.models.mtrl.train import effective_config, history_vectors, item_vectors, score_histories, train
 
 
 class MTRLModel:
@@ -43,6 +43,11 @@ class MTRLModel:
         art = train(self.cfg, train_data, valid, text=text, init=init, out_dir=out_dir)
         self.net, self.meta = art.net, art.meta
         return self
+
+    def effective_config(self, train_data: Interactions) -> tuple[dict, list[str]]:
+        """The settings `fit` would train with on this data, and why any differ from the preset."""
+        cfg, notes = effective_config(self.cfg, train_data, self._read_text())
+        return cfg.to_dict(), notes
 
     def _read_text(self) -> np.ndarray | None:
         if not self.text_path:

@@ -79,6 +79,13 @@ def adapt_config(cfg: MTRLConfig, steps: Steps, win: Windows, text: np.ndarray |
     return (with_changes(cfg, **changes) if changes else cfg), notes
 
 
+def effective_config(cfg: MTRLConfig, data: Interactions, text: np.ndarray | None) -> tuple[MTRLConfig, list[str]]:
+    """The configuration `train` would run on this data (heads it cannot train switched off)."""
+    steps = to_steps(data)
+    win = make_windows(steps, cfg.max_len, cfg.window_stride, cfg.n_gap_buckets, cfg.rewards, cfg.rating_reward_mid, cfg.rating_reward_scale)
+    return adapt_config(cfg, steps, win, text)
+
+
 def dist_setup(device: torch.device) -> tuple[int, int]:
     """(rank, world size); joins the process group when started by torchrun (or spawn)."""
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -382,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    overrides = dict(_parse_kv(kv) for kv in args.set)
+    overrides = dict(parse_setting(kv) for kv in args.set)
     model = MTRLModel(args.preset, text_path=str(args.text) if args.text else None, **overrides)
     data = load_interactions(args.features)
     model.fit(data.in_splits("train"), validation_cases(data))
@@ -393,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
         dist.destroy_process_group()
 
 
-def _parse_kv(kv: str):
+def parse_setting(kv: str):
     key, _, raw = kv.partition("=")
     import json
 
