@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys import schema as S
 from recsys.config import Settings
 from recsys.data.interactions import load_interactions
 from recsys.errors import ConfigError
@@ -63,15 +64,25 @@ def prepare(fmt: str, path: Path, protocol: str, settings: Settings, work: Path)
     return ds, Lake(lake_root), local
 
 
+def hold_out_items(data, share: float, seed: int = 0):
+    """Drop every training interaction of a random `share` of the catalogue: those items are
+    then cold (known only by their text) wherever they are a validation or test target."""
+    rng = np.random.default_rng(seed)
+    cold = rng.choice(data.n_items, int(round(share * data.n_items)), replace=False)
+    return data.select(~(np.isin(data.item, cold) & (data.split == S.SPLITS.index("train"))))
+
+
 def run_benchmark(
     fmt: str, path: Path, protocol: str, models: list[str], settings: Settings, overrides: dict | None = None,
-    workdir: Path | None = None,
+    workdir: Path | None = None, cold_share: float = 0.0,
 ) -> dict:
     if protocol not in ("loo", "temporal"):
         raise ConfigError(f"protocol {protocol!r}: expected loo or temporal")
     work = Path(workdir or tempfile.mkdtemp(prefix="recsys-bench-"))
     ds, lake, _ = prepare(fmt, path, protocol, settings, work)
     data = load_interactions(lake.features(ds))
+    if cold_share > 0:
+        data = hold_out_items(data, cold_share)
     train = data.in_splits("train")
     valid = validation_cases(data)
     test = temporal_cases(data, holdout="test")
@@ -104,7 +115,7 @@ def run_benchmark(
         log.info("%s: ndcg@10 %.4f in %.1fs", name, report["ndcg@10"], seconds)
     return {
         "dataset": Path(path).name, "format": fmt, "protocol": protocol, "users": len(test.users),
-        "items": int(data.n_items), "interactions": int(len(data.item)), "models": results,
+        "items": int(data.n_items), "interactions": int(len(data.item)), "cold_share": cold_share, "models": results,
     }
 
 
@@ -126,7 +137,10 @@ def summary_line(result: dict) -> str:
         for extra in ("cold_recall@10", "same_as"):
             if extra in r:
                 models[name][extra] = round(r[extra], 5) if isinstance(r[extra], float) else r[extra]
-    return json.dumps({"dataset": result["dataset"], "protocol": result["protocol"], "models": models})
+    head = {"dataset": result["dataset"], "protocol": result["protocol"]}
+    if result.get("cold_share"):
+        head["cold_share"] = result["cold_share"]
+    return json.dumps({**head, "models": models})
 
 
 def print_report(result: dict) -> None:

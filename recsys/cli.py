@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from recsys.errors import RecsysError
+from recsys.errors import ConfigError, RecsysError
 
 
 def _settings(args):
@@ -73,7 +73,11 @@ def cmd_benchmark(args) -> None:
     overrides = dict(parse_setting(kv) for kv in args.set)
     if args.epochs:
         overrides["max_epochs"] = args.epochs
-    result = run_benchmark(args.format, Path(args.path), args.protocol, models, _settings(args), overrides)
+    if not 0.0 <= args.cold_share < 1.0:
+        raise ConfigError(f"--cold-share {args.cold_share}: expected a share in [0, 1)")
+    result = run_benchmark(
+        args.format, Path(args.path), args.protocol, models, _settings(args), overrides, cold_share=args.cold_share
+    )
     print_report(result)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2, default=str))
@@ -221,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override a neural model setting (an MTRLConfig field, docs/MODEL.md), e.g. --set dropout=0.3; repeatable",
+    )
+    s.add_argument(
+        "--cold-share", type=float, default=0.0,
+        help="drop the training interactions of this random share of items, so cold start through text is "
+        "measured (cold_recall@10) on the test targets among them",
     )
     s.add_argument("--out", help="also write the full result as JSON to this file")
     s.set_defaults(func=cmd_benchmark)

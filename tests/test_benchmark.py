@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from recsys.benchmark import run_benchmark, summary_line
@@ -76,3 +77,22 @@ def test_the_last_line_is_one_json_object(result):
     assert line["dataset"] == "data" and line["protocol"] == "loo"
     assert set(line["models"]["itemknn"]) >= {"ndcg@10", "hr@10", "mrr@10", "recall@20", "train_seconds"}
     assert line["models"]["no_text"]["same_as"] == "full"
+
+
+def test_hold_out_items_drops_only_training_rows_of_the_chosen_items():
+    from recsys.benchmark import hold_out_items
+    from recsys.data.interactions import Interactions
+
+    # 10 items; user 0 trains on 0..7, validates on 8, tests on 9.
+    n = 10
+    split = np.array([0] * 8 + [1, 2], np.int8)
+    data = Interactions(
+        np.array(["u"]), np.zeros(n, np.int32), np.arange(n, dtype=np.int32), np.zeros(n, np.int8),
+        np.arange(n, dtype=np.int64), np.full(n, np.nan, np.float32), split, n,
+    )  # fmt: skip
+    kept = hold_out_items(data, 0.5, seed=3)
+    dropped = sorted(set(range(n)) - set(kept.item.tolist()))
+    assert 3 <= len(dropped) <= 5  # 5 of 10 items are chosen; at least 3 of them have training rows
+    assert all(split[i] == 0 for i in dropped)  # validation and test rows always stay
+    assert set(kept.item.tolist()) >= {8, 9}
+    assert hold_out_items(data, 0.5, seed=3).item.tolist() == kept.item.tolist()  # reproducible
