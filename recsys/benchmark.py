@@ -78,7 +78,10 @@ def run_benchmark(
 ) -> dict:
     if protocol not in ("loo", "temporal"):
         raise ConfigError(f"protocol {protocol!r}: expected loo or temporal")
-    work = Path(workdir or tempfile.mkdtemp(prefix="recsys-bench-"))
+    if workdir is None:  # a scratch lake, removed afterwards
+        with tempfile.TemporaryDirectory(prefix="recsys-bench-") as tmp:
+            return run_benchmark(fmt, path, protocol, models, settings, overrides, Path(tmp), cold_share)
+    work = Path(workdir)
     ds, lake, _ = prepare(fmt, path, protocol, settings, work)
     data = load_interactions(lake.features(ds))
     if cold_share > 0:

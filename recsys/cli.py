@@ -76,8 +76,9 @@ def cmd_benchmark(args) -> None:
     if not 0.0 <= args.cold_share < 1.0:
         raise ConfigError(f"--cold-share {args.cold_share}: expected a share in [0, 1)")
     result = run_benchmark(
-        args.format, Path(args.path), args.protocol, models, _settings(args), overrides, cold_share=args.cold_share
-    )
+        args.format, Path(args.path), args.protocol, models, _settings(args), overrides,
+        workdir=Path(args.workdir) if args.workdir else None, cold_share=args.cold_share,
+    )  # fmt: skip
     print_report(result)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2, default=str))
@@ -231,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop the training interactions of this random share of items, so cold start through text is "
         "measured (cold_recall@10) on the test targets among them",
     )
+    s.add_argument("--workdir", help="build the scratch lake (import, features, text vectors) here and keep it")
     s.add_argument("--out", help="also write the full result as JSON to this file")
     s.set_defaults(func=cmd_benchmark)
 

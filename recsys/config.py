@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     # --- model ---
     # `mtrl`: the multi-task RL sequence model over item text (docs/MODEL.md);
     # `cooc`: item co-occurrence blended with recent popularity (fast, no torch training).
-    model_kind: Literal["mtrl", "cooc"] = "cooc"
+    model_kind: Literal["mtrl", "cooc"] = "mtrl"
     # mtrl only: `full` or an ablation (no_text, no_q, no_behaviour, sasrec_ce).
     model_preset: Literal["full", "no_text", "no_q", "no_behaviour", "sasrec_ce"] = "full"
     # mtrl only: upper bound on epochs (early stopping on validation NDCG@10 usually ends sooner).

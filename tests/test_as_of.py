@@ -111,7 +111,8 @@ def test_a_run_for_d_ignores_everything_after_d(tmp_path, pg_url, spark):
     lake = Lake(tmp_path / "lake")
     generate(lake.root, GenerateConfig(**TINY))
     url = fresh_database(pg_url)
-    settings = load_settings(lake_root=lake.root, database_url=url, top_k=K, spark_master="local[2]")
+    # The co-occurrence model keeps this three-run test short; what it checks is the data, not the model.
+    settings = load_settings(lake_root=lake.root, database_url=url, top_k=K, spark_master="local[2]", model_kind="cooc")
 
     first = run_pipeline(D, settings)
     lists = lists_of(url, D)

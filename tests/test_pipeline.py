@@ -23,7 +23,9 @@ DS = TINY["end_date"]
 def ran(tmp_path_factory, pg_url, spark):
     lake = tmp_path_factory.mktemp("lake")
     generate(lake, GenerateConfig(**TINY))
-    settings = load_settings(lake_root=lake, database_url=fresh_database(pg_url), top_k=5, spark_master="local[2]")
+    settings = load_settings(
+        lake_root=lake, database_url=fresh_database(pg_url), top_k=5, spark_master="local[2]", model_epochs=3
+    )
     summary = run_pipeline(DS, settings)
     return settings, summary
 
@@ -115,7 +117,7 @@ def test_first_night_failing_gate_serves_popularity(ran, pg_url):
     with psycopg.connect(strict.database_url) as conn:
         status = dict(conn.execute("SELECT kind, status FROM recsys.models").fetchall())
         reasons = {r[0] for r in conn.execute("SELECT DISTINCT reason FROM recsys.current_recommendations").fetchall()}
-    assert status == {"cooc": "rejected", "popularity": "champion"}
+    assert status == {"mtrl": "rejected", "popularity": "champion"}
     assert reasons == {"popular"}
 
 

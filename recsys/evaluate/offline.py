@@ -28,9 +28,12 @@ class EvalContext:
 
 
 def context_for(fit: Interactions, category: np.ndarray | None = None, new_items: np.ndarray | None = None) -> EvalContext:
+    """The catalogue a ranking is judged on: every item of the item map, also those without any
+    interaction yet (a model that reads item text can recommend them)."""
+    n_items = max([fit.n_items, *(len(x) for x in (category, new_items) if x is not None)])
     pairs = np.unique(np.stack([fit.item, fit.user]), axis=1) if len(fit.item) else np.zeros((2, 0), np.int64)
-    pop = np.bincount(pairs[0], minlength=fit.n_items).astype(np.float64)
-    return EvalContext(fit.n_items, pop, category, new_items)
+    pop = np.bincount(pairs[0], minlength=n_items).astype(np.float64)
+    return EvalContext(n_items, pop, category, new_items)
 
 
 def evaluate_model(model, cases: EvalCases, ctx: EvalContext, k: int = 20) -> dict[str, float]:
@@ -119,7 +122,8 @@ def compare_models(features_dir: Path, challenger: Path, champion: str | None, k
 
 
 def _item_side_info(features_dir: Path, n_items: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Category codes and the new-this-week mask from the feature job's item outputs."""
+    """Category codes and the new-this-week mask from the feature job's item outputs, for every
+    item of the item map (at least `n_items`)."""
     import pyarrow.dataset as pads
 
     items_path = Path(features_dir) / "items"
@@ -139,7 +143,7 @@ def _item_side_info(features_dir: Path, n_items: int) -> tuple[np.ndarray | None
         new_items = np.zeros(size, dtype=bool)
         age = s.column("age_days").to_numpy(zero_copy_only=False)
         new_items[s.column("item_idx").to_numpy()[np.nan_to_num(age.astype(float), nan=1e9) <= 7]] = True
-    return category[:n_items], None if new_items is None else new_items[:n_items]
+    return category, new_items
 
 
 def format_table(
