@@ -21,7 +21,8 @@ def test_nightly_dag_publishes_top_k(airflow_home, pg_url, tmp_path, monkeypatch
     monkeypatch.setenv("RECSYS_LAKE_ROOT", str(lake))
     monkeypatch.setenv("RECSYS_DATABASE_URL", url)
     monkeypatch.setenv("RECSYS_SPARK_MASTER", "local[2]")
-    monkeypatch.setenv("RECSYS_MODEL_EPOCHS", "3")  # the default model, mtrl, briefly
+    monkeypatch.setenv("RECSYS_MODEL_KIND", "mtrl")  # the neural model through the whole DAG
+    monkeypatch.setenv("RECSYS_MODEL_EPOCHS", "3")
 
     from airflow.dag_processing.dagbag import DagBag
 

@@ -114,3 +114,19 @@ def test_ddp_gloo_two_processes_stay_in_sync(tmp_path):
     assert r0["meta"]["history"][0]["step"] == single.meta["history"][0]["step"]  # global batch kept
     hist = r0["meta"]["history"]
     assert hist[-1]["loss_rank"] < hist[0]["loss_rank"]
+
+
+def test_refit_learns_the_interactions_early_stopping_held_out():
+    # Items 10 and 11 occur only in the "validation" interactions: after the refit epoch they
+    # have an id vector of their own, and the model is otherwise the early-stopped one, moved on.
+    full = funnel_data(n_users=40, n_items=12, seed=2)
+    held_out = np.isin(full.item, [10, 11])
+    train_only = full.select(~held_out)
+    model = build_model("mtrl", preset="no_text", max_epochs=2, refit_epochs=1, **SMALL)
+    model.fit(train_only, chain_cases(10), refit_data=full)
+    assert model.net.has_id[:10].sum() == 10 and model.net.has_id[10:].tolist() == [1.0, 1.0]
+    assert model.meta["refit"]["epochs"] == 1 and model.meta["refit"]["interactions"] == len(full.item)
+    assert model.meta["epochs_run"] <= 2  # the early-stopped run's own record is kept
+
+    without = build_model("mtrl", preset="no_text", max_epochs=2, **SMALL).fit(train_only, chain_cases(10))
+    assert "refit" not in without.meta and without.net.has_id[10:].tolist() == [0.0, 0.0]

@@ -24,8 +24,9 @@ def ran(tmp_path_factory, pg_url, spark):
     lake = tmp_path_factory.mktemp("lake")
     generate(lake, GenerateConfig(**TINY))
     settings = load_settings(
-        lake_root=lake, database_url=fresh_database(pg_url), top_k=5, spark_master="local[2]", model_epochs=3
-    )
+        lake_root=lake, database_url=fresh_database(pg_url), top_k=5, spark_master="local[2]",
+        model_kind="mtrl", model_epochs=3,
+    )  # fmt: skip
     summary = run_pipeline(DS, settings)
     return settings, summary
 

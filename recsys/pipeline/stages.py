@@ -175,7 +175,11 @@ def train(ds, settings: Settings | None = None) -> dict:
     if len(fit_data.item) == 0:
         raise InputError(f"{lake.features(day)}: no training interactions before the holdout window")
     model = build_model(settings.model_kind, **params)
-    model.fit(fit_data, valid)
+    if settings.model_kind == "mtrl":
+        # The baselines it is judged against learn from train + valid: so does it, after stopping.
+        model.fit(fit_data, valid, refit_data=data.in_splits("train", "valid"))
+    else:
+        model.fit(fit_data, valid)
     fingerprint = _fingerprint(lake.features(day) / "events")
     version = f"{settings.model_kind}-{day.isoformat()}-{fingerprint[:8]}"
     path = lake.models_root / version

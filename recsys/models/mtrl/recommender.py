@@ -17,7 +17,7 @@ from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError
 from recsys.models.base import write_meta
 from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
-from recsys.models.mtrl.config import make_config
+from recsys.models.mtrl.config import make_config, with_changes
 from recsys.models.mtrl.train import effective_config, history_vectors, item_vectors, score_histories, train
 
 
@@ -37,11 +37,22 @@ class MTRLModel:
         self.meta: dict = {}
 
     # --- training ---
-    def fit(self, train_data: Interactions, valid=None, out_dir: Path | None = None) -> "MTRLModel":
+    def fit(
+        self, train_data: Interactions, valid=None, out_dir: Path | None = None, refit_data: Interactions | None = None
+    ) -> "MTRLModel":
+        """Train on `train_data`, stopping early on `valid`; then, when `refit_data` (train plus
+        the validation interactions) is given, `refit_epochs` more epochs over it, so the model
+        also learns from the data early stopping held out."""
         text = self._read_text()
         init = load_checkpoint(Path(self.init_from) / WEIGHTS_FILE) if self.init_from else None
         art = train(self.cfg, train_data, valid, text=text, init=init, out_dir=out_dir)
         self.net, self.meta = art.net, art.meta
+        if refit_data is not None and self.cfg.refit_epochs > 0:
+            more = with_changes(self.net.cfg, max_epochs=self.cfg.refit_epochs, max_steps=0)
+            refit = train(more, refit_data, None, text=text, init=(self.net, self.meta), progress=False)
+            self.net = refit.net
+            self.meta["refit"] = {"epochs": self.cfg.refit_epochs, "interactions": int(len(refit_data.item)),
+                                  "seconds": refit.meta.get("seconds")}  # fmt: skip
         return self
 
     def effective_config(self, train_data: Interactions) -> tuple[dict, list[str]]:
