@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser(
-        "bench", help="benchmarks: publish (vs raw COPY and to_sql), score (vs bare matmul), readers (latency)",
+        "bench", help="benchmarks: publish (vs raw COPY and to_sql), score (vs bare matmul), readers (latency), features (Spark vs DuckDB)",
         description="Each prints a table and, as its last line, one JSON object. publish and readers run an "
         "embedded PostgreSQL in a temporary folder. Figures and commands: docs/BENCHMARKS.md.",
     )
@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--users", type=int, default=20_000, help="score: users (default 20000)")
     s.add_argument("--items", type=int, default=20_000, help="score: catalogue items (default 20000)")
     s.add_argument("--k", dest="bench_k", metavar="K", type=int, default=50, help="list length (default 50)")
-    s.add_argument("--repeats", type=int, default=3, help="publish, score: runs of each method; the best counts")
+    s.add_argument("--repeats", type=int, default=3, help="publish, score: runs of each method, the best counts; features: processes per engine (default 3)")
     s.add_argument("--block-users", type=int, help="score: users per block (default: RECSYS_SCORE_BLOCK_USERS)")
     s.add_argument("--device", default="cpu", help="score: cpu, cuda or auto (default cpu)")
     s.add_argument("--readers", type=int, default=50, help="readers: concurrent readers (default 50)")
