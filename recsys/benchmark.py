@@ -66,10 +66,11 @@ def prepare(fmt: str, path: Path, protocol: str, settings: Settings, work: Path)
 
 def hold_out_items(data, share: float, seed: int = 0):
     """Drop every training interaction of a random `share` of the catalogue: those items are
-    then cold (known only by their text) wherever they are a validation or test target."""
+    then cold (known only by their text) wherever they are a validation or test target.
+    Returns (the data without those rows, the held-out item indices sorted)."""
     rng = np.random.default_rng(seed)
-    cold = rng.choice(data.n_items, int(round(share * data.n_items)), replace=False)
-    return data.select(~(np.isin(data.item, cold) & (data.split == S.SPLITS.index("train"))))
+    cold = np.sort(rng.choice(data.n_items, int(round(share * data.n_items)), replace=False))
+    return data.select(~(np.isin(data.item, cold) & (data.split == S.SPLITS.index("train")))), cold
 
 
 def run_benchmark(
@@ -85,7 +86,7 @@ def run_benchmark(
     ds, lake, _ = prepare(fmt, path, protocol, settings, work)
     data = load_interactions(lake.features(ds))
     if cold_share > 0:
-        data = hold_out_items(data, cold_share)
+        data, _ = hold_out_items(data, cold_share)
     train = data.in_splits("train")
     valid = validation_cases(data)
     test = temporal_cases(data, holdout="test")

@@ -31,10 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from recsys import schema as S
+from recsys.benchmark import WHOLE_LOG, hold_out_items
 from recsys.data.interactions import EVENT_CODE, Interactions
 from recsys.evaluate.metrics import ranking_report
 from recsys.evaluate.protocol import EvalCases, temporal_cases, validation_cases
 from recsys.models import build_model
+from recsys.models.mtrl.train import parse_setting
 from recsys.scoring import top_k
 
 PRESET_NAMES = ("full", "no_text", "no_q", "no_behaviour", "sasrec_ce")
@@ -160,19 +162,11 @@ def encode_texts(texts: list[str], cache: Path) -> np.ndarray:
 # ------------------------------------------------------------------ the benchmark
 
 
-def cold_split(data: Interactions, share: float, seed: int) -> tuple[Interactions, np.ndarray]:
-    """Hold a random share of items out of training (train split rows of them dropped)."""
-    rng = np.random.default_rng(seed)
-    cold = np.sort(rng.choice(data.n_items, int(round(share * data.n_items)), replace=False))
-    drop = np.isin(data.item, cold) & (data.split == TRAIN)
-    return data.select(~drop), cold
-
-
 def run(args) -> list[dict]:
     data, texts = LOADERS[args.dataset](args.data)
     cold = np.zeros(0, np.int64)
     if args.cold_share > 0:
-        data, cold = cold_split(data, args.cold_share, args.seed)
+        data, cold = hold_out_items(data, args.cold_share, args.seed)
     text_path = None
     if texts is not None and not args.no_text:
         text = encode_texts(texts, args.cache)
@@ -184,7 +178,7 @@ def run(args) -> list[dict]:
     fit_data = data.in_splits("train")  # every model learns from the same rows; valid only stops early
     print(f"# {args.dataset}: {len(np.unique(data.user))} users, {data.n_items} items, {len(data.item)} interactions, "
           f"{len(test.users)} test users, {len(cold)} cold items", flush=True)
-    overrides = dict(_parse_kv(kv) for kv in args.set)
+    overrides = dict(parse_setting(kv) for kv in args.set)
     if args.epochs:
         overrides["max_epochs"] = args.epochs
     results = []
@@ -194,7 +188,7 @@ def run(args) -> list[dict]:
         if name in ("popularity", "cooc"):
             # LOO data spans years: popularity counts the whole training log, not the last week
             loo = args.dataset != "synthetic"
-            params = {"popularity": {"window_days": 365_000}, "cooc": {"popularity_window_days": 365_000}}[name] if loo else {}
+            params = WHOLE_LOG["itemknn" if name == "cooc" else name] if loo else {}
             model = build_model(name, **params).fit(fit_data)
             meta = {}
         else:
@@ -232,14 +226,6 @@ def _metrics(model, cases: EvalCases, cold: np.ndarray) -> dict:
         out["cold_recall@10"] = round(ranking_report(cold_items, cold_targets, ks=(10,))["recall@10"], 5) if keep else float("nan")
         out["cold_cases"] = len(keep)
     return out
-
-
-def _parse_kv(kv: str):
-    key, _, raw = kv.partition("=")
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw
 
 
 def main(argv=None) -> None:

@@ -90,9 +90,10 @@ def test_hold_out_items_drops_only_training_rows_of_the_chosen_items():
         np.array(["u"]), np.zeros(n, np.int32), np.arange(n, dtype=np.int32), np.zeros(n, np.int8),
         np.arange(n, dtype=np.int64), np.full(n, np.nan, np.float32), split, n,
     )  # fmt: skip
-    kept = hold_out_items(data, 0.5, seed=3)
+    kept, cold = hold_out_items(data, 0.5, seed=3)
     dropped = sorted(set(range(n)) - set(kept.item.tolist()))
+    assert len(cold) == 5 and dropped == sorted(set(cold.tolist()) & set(range(8)))
     assert 3 <= len(dropped) <= 5  # 5 of 10 items are chosen; at least 3 of them have training rows
     assert all(split[i] == 0 for i in dropped)  # validation and test rows always stay
     assert set(kept.item.tolist()) >= {8, 9}
-    assert hold_out_items(data, 0.5, seed=3).item.tolist() == kept.item.tolist()  # reproducible
+    assert hold_out_items(data, 0.5, seed=3)[0].item.tolist() == kept.item.tolist()  # reproducible

@@ -113,7 +113,8 @@ def encode(ds, settings: Settings | None = None) -> dict:
     # An importer's placeholder ("item B000123") says nothing about the item: no vector, so a
     # model treats the item as one without text rather than learning from its id's spelling.
     described = np.array([not S.is_placeholder(*r) for r in rows], dtype=bool)
-    idx = items.column(S.ITEM_IDX).to_numpy()[described]
+    all_idx = items.column(S.ITEM_IDX).to_numpy()
+    idx = all_idx[described]
     texts = [item_text(t, c, d) for (_, t, c, d), keep in zip(rows, described) if keep]
     vectors, stats = encode_with_cache(
         texts,
@@ -122,7 +123,6 @@ def encode(ds, settings: Settings | None = None) -> dict:
         lambda: TextEncoder(settings.text_model, settings.text_batch_size, settings.text_max_length, settings.device),
     )
     # Row i of the matrix is item_idx i; items missing from the catalogue or without text stay zero.
-    all_idx = items.column(S.ITEM_IDX).to_numpy()
     n = int(all_idx.max()) + 1 if len(all_idx) else 0
     matrix = np.zeros((n, stats["dim"]), dtype=np.float32)
     matrix[idx] = vectors
@@ -160,8 +160,10 @@ def train(ds, settings: Settings | None = None) -> dict:
     t0 = time.perf_counter()
     data = load_interactions(lake.features(day), n_items=_items(lake, day).num_rows)
     if settings.model_kind == "mtrl":
-        # A neural model stops early on `valid`, so it must not train on it.
+        # A neural model stops early on `valid`, so it must not train on it until it has stopped;
+        # then it refits on train + valid, which is what the baselines it is judged against learn from.
         fit_data, valid = data.in_splits("train"), validation_cases(data)
+        fit_extra = {"refit_data": data.in_splits("train", "valid")}
         text = lake.embeddings(day) / "item_text.npy"
         params = {"preset": settings.model_preset, "text_path": str(text) if text.exists() else None,
                   "seed": settings.seed, "device": settings.device, "max_len": settings.max_seq_len}
@@ -171,15 +173,11 @@ def train(ds, settings: Settings | None = None) -> dict:
         if warm:
             params["init_from"] = warm
     else:
-        fit_data, valid, params = data.in_splits("train", "valid"), None, {}
+        fit_data, valid, params, fit_extra = data.in_splits("train", "valid"), None, {}, {}
     if len(fit_data.item) == 0:
         raise InputError(f"{lake.features(day)}: no training interactions before the holdout window")
     model = build_model(settings.model_kind, **params)
-    if settings.model_kind == "mtrl":
-        # The baselines it is judged against learn from train + valid: so does it, after stopping.
-        model.fit(fit_data, valid, refit_data=data.in_splits("train", "valid"))
-    else:
-        model.fit(fit_data, valid)
+    model.fit(fit_data, valid, **fit_extra)
     fingerprint = _fingerprint(lake.features(day) / "events")
     version = f"{settings.model_kind}-{day.isoformat()}-{fingerprint[:8]}"
     path = lake.models_root / version

@@ -79,11 +79,16 @@ def adapt_config(cfg: MTRLConfig, steps: Steps, win: Windows, text: np.ndarray |
     return (with_changes(cfg, **changes) if changes else cfg), notes
 
 
-def effective_config(cfg: MTRLConfig, data: Interactions, text: np.ndarray | None) -> tuple[MTRLConfig, list[str]]:
-    """The configuration `train` would run on this data (heads it cannot train switched off)."""
+def training_windows(cfg: MTRLConfig, data: Interactions) -> tuple[Steps, Windows]:
+    """The interactions as steps, and the steps cut into the training windows of `cfg`."""
     steps = to_steps(data)
     win = make_windows(steps, cfg.max_len, cfg.window_stride, cfg.n_gap_buckets, cfg.rewards, cfg.rating_reward_mid, cfg.rating_reward_scale)
-    return adapt_config(cfg, steps, win, text)
+    return steps, win
+
+
+def effective_config(cfg: MTRLConfig, data: Interactions, text: np.ndarray | None) -> tuple[MTRLConfig, list[str]]:
+    """The configuration `train` would run on this data (heads it cannot train switched off)."""
+    return adapt_config(cfg, *training_windows(cfg, data), text)
 
 
 def dist_setup(device: torch.device) -> tuple[int, int]:
@@ -223,8 +228,7 @@ def train(
     rng = np.random.default_rng(cfg.seed)  # epoch permutation and batches: identical on every rank
 
     # --- data: steps -> windows; heads the data cannot train are switched off ---
-    steps = to_steps(data)
-    win = make_windows(steps, cfg.max_len, cfg.window_stride, cfg.n_gap_buckets, cfg.rewards, cfg.rating_reward_mid, cfg.rating_reward_scale)
+    steps, win = training_windows(cfg, data)
     if not len(win):
         raise ValueError("mtrl: no user has two or more steps to learn from")
     cfg, notes = adapt_config(cfg, steps, win, text)
