@@ -34,6 +34,7 @@ from recsys import schema as S
 from recsys.benchmark import WHOLE_LOG, hold_out_items
 from recsys.data.interactions import EVENT_CODE, Interactions
 from recsys.evaluate.metrics import ranking_report
+from recsys.evaluate.offline import cold_recall
 from recsys.evaluate.protocol import EvalCases, temporal_cases, validation_cases
 from recsys.models import build_model
 from recsys.models.mtrl.train import parse_setting
@@ -220,11 +221,8 @@ def _metrics(model, cases: EvalCases, cold: np.ndarray) -> dict:
     rep = ranking_report(items, cases.targets, ks=(10,))
     out = {"ndcg@10": round(rep["ndcg@10"], 5), "hr@10": round(rep["hr@10"], 5)}
     if len(cold):
-        keep = [i for i, t in enumerate(cases.targets) if np.isin(t, cold).any()]
-        cold_items = items[keep]
-        cold_targets = [np.intersect1d(cases.targets[i], cold) for i in keep]
-        out["cold_recall@10"] = round(ranking_report(cold_items, cold_targets, ks=(10,))["recall@10"], 5) if keep else float("nan")
-        out["cold_cases"] = len(keep)
+        found = cold_recall(items, cases.targets, cold) or {"cold_recall@10": float("nan"), "cold_cases": 0}
+        out.update({**found, "cold_recall@10": round(found["cold_recall@10"], 5)})
     return out
 
 

@@ -64,17 +64,15 @@ def evaluate_model(model, cases: EvalCases, ctx: EvalContext, k: int = 20) -> di
         keep = np.array([len(t) > 0 for t in new_t], dtype=bool)
         if keep.any():
             report["new_items_hr@10"] = M.ranking_report(items[keep], [new_t[i] for i in np.flatnonzero(keep)], ks=(10,))["hr@10"]
-    report.update(_cold_start(items, cases, ctx))
+    # targets without any interaction in the fit data: only item text can rank them
+    report.update(cold_recall(items, cases.targets, np.flatnonzero(ctx.item_popularity == 0)))
     return report
 
 
-def _cold_start(items: np.ndarray, cases: EvalCases, ctx: EvalContext) -> dict:
-    """Recall@10 on targets without any interaction in the fit data: only item text can rank them.
-
-    Counted per case (each case's cold targets), ranked against the whole catalogue as usual.
-    """
-    cold = ctx.item_popularity == 0
-    cold_t = [t[cold[t]] for t in cases.targets]
+def cold_recall(items: np.ndarray, targets: list[np.ndarray], cold_items: np.ndarray) -> dict:
+    """Recall@10 of the ranked `items` (U, K) on the targets among `cold_items`, over the cases
+    that have any; {} when none has. Counted per case, ranked against the whole catalogue."""
+    cold_t = [t[np.isin(t, cold_items)] for t in targets]
     keep = np.array([len(t) > 0 for t in cold_t], dtype=bool)
     if not keep.any():
         return {}
