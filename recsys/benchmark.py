@@ -30,7 +30,9 @@ BASELINE_KINDS = {"popularity": ("popularity", {}), "itemknn": ("cooc", {})}
 # Leave-one-out has no time axis worth the name (public logs span years, Amazon sequences
 # carry no timestamps): "recent" popularity there counts the whole training log.
 WHOLE_LOG = {"popularity": {"window_days": 365_000}, "itemknn": {"popularity_window_days": 365_000}}
-NEURAL_PRESETS = ("full", "sasrec_ce", "no_text", "no_q", "no_behaviour")
+NEURAL_PRESETS = ("full", "sasrec_ce", "no_text", "no_q", "no_behaviour", "no_memory")
+# Settings that change only how a trained network's scores are served, not the network.
+SERVING_ONLY = ("memory", "memory_weight")
 ALL_MODELS = (*BASELINE_KINDS, *NEURAL_PRESETS)
 SUMMARY_METRICS = ("ndcg@10", "hr@10", "mrr@10", "recall@20")
 
@@ -94,19 +96,26 @@ def run_benchmark(
     ctx = context_for(train, category, new_items)
     text_path = lake.embeddings(ds) / "item_text.npy"
     results: dict[str, dict] = {}
-    trained: list[tuple[dict, str]] = []  # (effective config, model name) of each neural model run
+    trained: list[tuple[dict, str, object]] = []  # (effective config, name, model) of each neural run
     for name in models:
         model = _build(name, text_path if text_path.exists() else None, overrides or {}, protocol)
-        same = None
+        same, network = None, None
         if name in NEURAL_PRESETS:
             cfg, notes = model.effective_config(train)
-            same = next((other for c, other in trained if c == cfg), None)
-            trained.append((cfg, name))
+            same = next((other for c, other, _ in trained if c == cfg), None)
+            network = next(((o, m) for c, o, m in trained if _network_part(c) == _network_part(cfg) and not cfg["memory"]), None)
         if same is not None:
             # The data cannot train what this ablation removes (no text, one behaviour...), so it
             # is the same network as `same`: deterministic on the CPU, it would repeat its numbers.
             results[name] = {**results[same], "same_as": same, "notes": notes}
             log.info("%s: same effective configuration as %s (%s); not trained again", name, same, "; ".join(notes))
+            continue
+        if network is not None:
+            # Only the serving differs (no memory): the network `other` trained, scored on its own.
+            other, trained_model = network
+            report = evaluate_model(trained_model.network_only(), test, ctx)
+            results[name] = {**report, "train_seconds": results[other]["train_seconds"], "network_of": other,
+                             **_training_figures(trained_model.meta)}  # fmt: skip
             continue
         t0 = time.perf_counter()
         model.fit(train, valid)
@@ -115,12 +124,21 @@ def run_benchmark(
         report["train_seconds"] = round(seconds, 2)
         if name in NEURAL_PRESETS:
             report.update(_training_figures(model.meta))
+            trained.append((cfg, name, model))
+            if model.memory is not None:
+                # What the network ranks on its own, and the weight its memory got on valid.
+                report["network_ndcg@10"] = evaluate_model(model.network_only(), test, ctx)["ndcg@10"]
+                report["memory_weight"] = model.memory_weight
         results[name] = report
         log.info("%s: ndcg@10 %.4f in %.1fs", name, report["ndcg@10"], seconds)
     return {
         "dataset": Path(path).name, "format": fmt, "protocol": protocol, "users": len(test.users),
         "items": int(data.n_items), "interactions": int(len(data.item)), "cold_share": cold_share, "models": results,
     }
+
+
+def _network_part(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in SERVING_ONLY}
 
 
 def _training_figures(meta: dict) -> dict:
@@ -138,7 +156,7 @@ def summary_line(result: dict) -> str:
     models = {}
     for name, r in result["models"].items():
         models[name] = {**{m: round(float(r.get(m, np.nan)), 5) for m in SUMMARY_METRICS}, "train_seconds": r["train_seconds"]}
-        for extra in ("cold_recall@10", "same_as"):
+        for extra in ("cold_recall@10", "same_as", "network_of", "network_ndcg@10", "memory_weight"):
             if extra in r:
                 models[name][extra] = round(r[extra], 5) if isinstance(r[extra], float) else r[extra]
     head = {"dataset": result["dataset"], "protocol": result["protocol"]}
@@ -157,3 +175,8 @@ def print_report(result: dict) -> None:
     for name, r in result["models"].items():
         if "same_as" in r:
             print(f"{name}: the same network as {r['same_as']} on this data ({'; '.join(r['notes'])})")
+        if "network_of" in r:
+            print(f"{name}: the network {r['network_of']} trained, ranking on its own (no item memory)")
+        if "network_ndcg@10" in r:
+            print(f"{name}: item memory weight {r['memory_weight']:g} (chosen on valid); "
+                  f"the network alone: ndcg@10 {r['network_ndcg@10']:.4f}")

@@ -83,8 +83,8 @@ class Settings(BaseSettings):
     # cooc stays the default while it measures better than mtrl on the demo data and the
     # public sets (docs/BENCHMARKS.md); the gate guards whichever is chosen.
     model_kind: Literal["mtrl", "cooc"] = "cooc"
-    # mtrl only: `full` or an ablation (no_text, no_q, no_behaviour, sasrec_ce).
-    model_preset: Literal["full", "no_text", "no_q", "no_behaviour", "sasrec_ce"] = "full"
+    # mtrl only: `full` or an ablation (no_text, no_q, no_behaviour, no_memory, sasrec_ce).
+    model_preset: Literal["full", "no_text", "no_q", "no_behaviour", "no_memory", "sasrec_ce"] = "full"
     # mtrl only: upper bound on epochs (early stopping on validation NDCG@10 usually ends sooner).
     model_epochs: int | None = Field(None, ge=1)
     # `auto` picks CUDA when torch sees a GPU, else CPU.

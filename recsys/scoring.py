@@ -46,7 +46,13 @@ class Factorised(Protocol):
 
 
 def is_factorised(model) -> bool:
-    return callable(getattr(model, "user_vectors", None)) and callable(getattr(model, "item_vectors", None))
+    """Whether `score` is `user_vectors @ item_vectors.T`: a model may offer the vectors yet mix
+    something else into its scores (the mtrl item memory), and says so with `factorised`."""
+    return (
+        bool(getattr(model, "factorised", True))
+        and callable(getattr(model, "user_vectors", None))
+        and callable(getattr(model, "item_vectors", None))
+    )
 
 
 def resolve_device(device: str | torch.device = "cpu") -> torch.device:

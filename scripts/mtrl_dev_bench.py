@@ -40,6 +40,7 @@ from recsys.models import build_model
 from recsys.models.mtrl.train import parse_setting
 from recsys.scoring import top_k
 
+# no_memory needs no run of its own: every row with an item memory also has network_ndcg@10
 PRESET_NAMES = ("full", "no_text", "no_q", "no_behaviour", "sasrec_ce")
 TRAIN, VALID, TEST = (S.SPLITS.index(s) for s in S.SPLITS)
 
@@ -201,6 +202,8 @@ def run(args) -> list[dict]:
         fit_s = time.perf_counter() - t0
         row = {"dataset": args.dataset, "model": name, **_metrics(model, test, cold), "fit_s": round(fit_s, 1)}
         row["valid_ndcg@10"] = _metrics(model, valid, np.zeros(0))["ndcg@10"]
+        if getattr(model, "memory", None) is not None:  # the same network without its item memory
+            row.update({"memory_weight": model.memory_weight, "network_ndcg@10": _metrics(model.network_only(), test, cold)["ndcg@10"]})
         if meta:
             row.update(best_epoch=meta.get("epoch"), epochs=meta.get("epochs_run"), epoch_s=round(meta["train_seconds"] / max(meta["epochs_run"], 1), 2),
                        seq_per_s=meta.get("seq_per_s"), notes="; ".join(meta.get("notes", [])), overrides=over)

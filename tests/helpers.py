@@ -50,3 +50,17 @@ def interactions_from_raw(lake_root, ds: dt.date, holdout_days: int = 1):
         users, user[order].astype(np.int32), item[order].astype(np.int32), event[order], ts[order],
         np.full(len(ts), np.nan, np.float32), split[order].astype(np.int8), int(item.max()) + 1,
     )
+
+
+def assert_top_k_follows_scores(model, histories: list, scores, k: int = 3) -> None:
+    """top_k over `model` (fast path or not) picks each user's k best `scores`, seen items excluded."""
+    import numpy as np
+
+    from recsys.scoring import top_k
+
+    exclude = [np.unique(h) for h in histories]
+    items, _ = top_k(model, histories, k, exclude=exclude)
+    for r, ex in enumerate(exclude):
+        s = np.array(scores[r], copy=True)
+        s[ex] = -np.inf
+        assert set(items[r]) == set(np.argsort(-s)[:k])

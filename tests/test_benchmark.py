@@ -31,7 +31,7 @@ def amazon_sequences(folder: Path) -> Path:
 def result(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     settings = load_settings(lake_root=root / "unused")
-    models = ["popularity", "itemknn", "full", "no_text", "sasrec_ce"]
+    models = ["popularity", "itemknn", "full", "no_text", "sasrec_ce", "no_memory"]
     return run_benchmark(
         "amazon-seq", amazon_sequences(root / "data"), "loo", models, settings,
         overrides={"max_epochs": 2, "eval_users": 100}, workdir=root / "work",
@@ -39,7 +39,7 @@ def result(spark, tmp_path_factory):
 
 
 def test_every_model_is_ranked_against_the_full_catalogue(result):
-    assert list(result["models"]) == ["popularity", "itemknn", "full", "no_text", "sasrec_ce"]
+    assert list(result["models"]) == ["popularity", "itemknn", "full", "no_text", "sasrec_ce", "no_memory"]
     assert (result["users"], result["items"], result["interactions"]) == (61, 21, 60 * 8 + 5)
     for name, r in result["models"].items():
         for metric in ("ndcg@10", "hr@10", "mrr@10", "recall@20", "coverage@10"):
@@ -64,6 +64,14 @@ def test_an_ablation_the_data_cannot_express_is_not_trained_twice(result):
     sasrec = result["models"]["sasrec_ce"]
     assert "same_as" not in sasrec
     assert sasrec["epochs"] == 2 and sasrec["sequences_per_second"] > 0
+
+
+def test_no_memory_ranks_with_the_network_full_trained(result):
+    full, alone = result["models"]["full"], result["models"]["no_memory"]
+    assert alone["network_of"] == "full" and alone["train_seconds"] == full["train_seconds"]
+    assert alone["ndcg@10"] == full["network_ndcg@10"]
+    assert full["memory_weight"] >= 0.0
+    assert "network_ndcg@10" not in result["models"]["sasrec_ce"]  # SASRec serves its network alone
 
 
 def test_cold_items_are_counted_separately(result):

@@ -109,7 +109,8 @@ def test_shapes_and_every_head_trains_on_funnel_data():
 
 
 def test_presets_switch_heads_off():
-    assert set(PRESETS) == {"full", "no_text", "no_q", "no_behaviour", "sasrec_ce"}
+    assert set(PRESETS) == {"full", "no_text", "no_q", "no_behaviour", "no_memory", "sasrec_ce"}
+    assert not make_config("sasrec_ce").memory and not make_config("no_memory").memory and make_config().memory
     net, batch, _ = _net_and_batch("sasrec_ce")
     assert net.tasks == ("rank",) and net.text_proj is None and net.behaviour is None
     _, parts = net(batch)
@@ -251,19 +252,16 @@ def test_uncertainty_weighting_learns_weights():
 
 
 def test_every_score_head_is_factorised_for_the_scoring_fast_path():
-    from recsys.scoring import is_factorised, top_k
+    from recsys.scoring import is_factorised
+    from tests.helpers import assert_top_k_follows_scores
 
     data = funnel_data()
-    model = build_model("mtrl", max_len=6, d=16, max_epochs=1).fit(data)
+    # the network's own scores (no item memory mixed in: tests/test_mtrl_memory.py)
+    model = build_model("mtrl", max_len=6, d=16, max_epochs=1, memory=False).fit(data)
     hist = [np.array([0, 1, 2]), np.array([5]), np.array([], np.int64)]
     assert is_factorised(model)
     for head in ("rank", "q", "blend"):
         model.net.cfg = make_config(**{**model.net.cfg.to_dict(), "score_head": head})
         direct = model.score(hist)
         np.testing.assert_allclose(direct, model.user_vectors(hist) @ model.item_vectors().T, rtol=1e-5, atol=1e-5)
-        exclude = [np.unique(h) for h in hist]
-        items, _ = top_k(model, hist, 3, exclude=exclude)
-        for r, ex in enumerate(exclude):
-            s = direct[r].copy()
-            s[ex] = -np.inf
-            assert set(items[r]) == set(np.argsort(-s)[:3])
+        assert_top_k_follows_scores(model, hist, direct)

@@ -1,7 +1,8 @@
 """Similar items: each item's top-K neighbours, written as Parquet for the publisher.
 
 Where the neighbours come from, first that applies:
-1. a factorised model's item vectors (cosine), through the same ranking routine as users;
+1. a model's own item vectors (cosine; the mtrl network's, memory or not), through the same
+   ranking routine as users;
 2. the co-occurrence model's item-item matrix (its `sim` rows, already bounded per item);
 3. the item text vectors of the encode stage (cosine).
 An item is never its own neighbour and unavailable items are never neighbours; unavailable
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from recsys.scoring import is_factorised, rank_users
+from recsys.scoring import rank_users
 
 SIMILAR_FILE = "similar_items.parquet"
 
@@ -93,7 +94,7 @@ def similar_items(
     block_items: int = 1024, device="cpu",
 ) -> Neighbours | None:
     """Neighbour lists from the best source available (see the module docstring); None if none is."""
-    if is_factorised(model):
+    if callable(getattr(model, "item_vectors", None)):  # a model's own item vectors, mixed scores or not
         items, scores = cosine_neighbours(model.item_vectors(), k, blocked, block_items, device)
         return Neighbours(items, scores, "item vectors")
     sim = getattr(model, "sim", None)

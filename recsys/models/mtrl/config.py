@@ -1,7 +1,8 @@
 """MTRLConfig: every setting of the multi-task RL recommender, each default with its reason.
 
-Presets name the ablations (`full`, `no_text`, `no_q`, `no_behaviour`, `sasrec_ce`); a
-preset is a set of overrides on the defaults, and explicit overrides win over the preset.
+Presets name the ablations (`full`, `no_text`, `no_q`, `no_behaviour`, `no_memory`,
+`sasrec_ce`); a preset is a set of overrides on the defaults, and explicit overrides win over
+the preset.
 """
 
 from __future__ import annotations
@@ -88,6 +89,11 @@ class MTRLConfig:
     # `rank`: ranking head; `q`: Q head; `blend`: rank logits + blend_weight * Q.
     score_head: str = "rank"
     blend_weight: float = 1.0
+    # Item-to-item memory combined with the served distribution (memory.py, a product of
+    # experts): counting carries items with few interactions, which a learned vector does not.
+    memory: bool = True
+    # Weight (exponent) of the memory's distribution, >= 0; -1 = chosen on the validation cases.
+    memory_weight: float = -1.0
 
     # --- optimisation ---
     # A step holds at most 256 windows (SASRec's batch) and 2048 predicted positions: that
@@ -135,6 +141,7 @@ class MTRLConfig:
             (self.batch_size >= 1 and self.lr > 0, "batch_size >= 1 and lr > 0"),
             (self.refit_epochs >= 0, "refit_epochs must be >= 0"),
             (self.score_head == "rank" or self.q_head, "score_head q/blend needs q_head"),
+            (self.memory_weight == -1.0 or self.memory_weight >= 0.0, "memory_weight must be -1 (auto) or >= 0"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -163,10 +170,11 @@ PRESETS: dict[str, dict] = {
     "no_text": {"item_repr": "id"},
     "no_q": {"q_head": False, "sac": False},
     "no_behaviour": {"behaviour_heads": False, "rating_head": False},
+    "no_memory": {"memory": False},
     # SASRec trained with full-catalogue cross-entropy: ids only, one task, no side inputs.
     "sasrec_ce": {
         "item_repr": "id", "q_head": False, "sac": False, "behaviour_heads": False,
-        "rating_head": False, "side_inputs": False,
+        "rating_head": False, "side_inputs": False, "memory": False,
     },
 }
 

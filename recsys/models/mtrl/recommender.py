@@ -3,11 +3,17 @@
     model = build_model("mtrl", preset="full", text_path="item_text.npy")
     model.fit(train, validation_cases(data))     # early stopping on valid NDCG@10
     scores = model.score(histories)              # (B, n_items) float32
-    model.save(folder); load_model(folder)       # model.json + weights.safetensors
+    model.save(folder); load_model(folder)       # model.json + weights.safetensors (+ memory/)
+
+With the item memory on (the default, memory.py) scores are the network's next-item
+log-probabilities plus the memory's weighted log-probabilities; without it they are the
+network's scores, and the scoring fast path (user vectors x item vectors) applies.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +24,21 @@ from recsys.errors import ConfigError
 from recsys.models.base import write_meta
 from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
 from recsys.models.mtrl.config import make_config, with_changes
+from recsys.models.mtrl.memory import ItemMemory, choose_weight
 from recsys.models.mtrl.train import effective_config, history_vectors, item_vectors, score_histories, train
+
+
+log = logging.getLogger(__name__)
+MEMORY_DIR = "memory"
+# Memory weight when there are no validation cases to choose one on.
+FALLBACK_MEMORY_WEIGHT = 1.0
 
 
 class MTRLModel:
     kind = "mtrl"
 
     def __init__(self, preset: str = "full", text_path: str | None = None, init_from: str | None = None, **overrides):
-        """preset: full | no_text | no_q | no_behaviour | sasrec_ce; overrides: MTRLConfig fields.
+        """preset: full | no_text | no_q | no_behaviour | no_memory | sasrec_ce; overrides: MTRLConfig fields.
 
         text_path: .npy (n_items_at_encode_time, D) float32, row i = item_idx i, zeros = no text.
         init_from: a saved mtrl model folder (the champion) to warm-start from.
@@ -35,6 +48,8 @@ class MTRLModel:
         self.text_path, self.init_from = text_path, init_from
         self.net = None
         self.meta: dict = {}
+        self.memory: ItemMemory | None = None
+        self.memory_weight = 0.0
 
     # --- training ---
     def fit(
@@ -53,7 +68,27 @@ class MTRLModel:
             self.net = refit.net
             self.meta["refit"] = {"epochs": self.cfg.refit_epochs, "interactions": int(len(refit_data.item)),
                                   "seconds": refit.meta.get("seconds")}  # fmt: skip
+        if self.cfg.memory:
+            self._fit_memory(train_data, valid, refit_data)
         return self
+
+    def _fit_memory(self, train_data: Interactions, valid, refit_data: Interactions | None) -> None:
+        """Build the item memory on the training log and choose its weight on `valid`, where the
+        network's own early-stopping choice was made; after a refit the memory also counts the
+        refit log, keeping the weight."""
+        self.memory = ItemMemory.fit(train_data)
+        if self.cfg.memory_weight >= 0:
+            weight, how = self.cfg.memory_weight, "configured"
+        elif valid is not None and len(valid.histories):
+            weight, table = choose_weight(self._network_scores, self.memory, valid)
+            how = {f"{w:g}": round(v, 5) for w, v in table.items()}
+        else:
+            weight, how = FALLBACK_MEMORY_WEIGHT, "no validation cases: fallback"
+        if refit_data is not None:
+            self.memory = ItemMemory.fit(refit_data)
+        self.memory_weight = float(weight)
+        self.meta["memory"] = {"weight": self.memory_weight, "valid_ndcg@10": how}
+        log.info("mtrl: item memory weight %.2f (%s)", self.memory_weight, how)
 
     def effective_config(self, train_data: Interactions) -> tuple[dict, list[str]]:
         """The settings `fit` would train with on this data, and why any differ from the preset."""
@@ -83,8 +118,26 @@ class MTRLModel:
 
     def score_events(self, histories: list[np.ndarray], events: list[np.ndarray] | None, ts: list[np.ndarray] | None = None) -> np.ndarray:
         """As score(), with each step's behaviour (schema.EVENT_TYPES index) and optional µs timestamps."""
+        scores = self._network_scores(histories, events, ts)
+        if self.factorised:
+            return scores
+        return self.memory.mix(scores, list(histories), self.memory_weight)
+
+    def _network_scores(self, histories, events=None, ts=None) -> np.ndarray:
         net = self._ready()
         return score_histories(net, list(histories), events, ts, default_type=self.meta.get("default_type", 0))
+
+    def network_only(self) -> "MTRLModel":
+        """This model without its item memory: the network's own ranking (the same weights)."""
+        view = copy.copy(self)
+        view.memory, view.memory_weight = None, 0.0
+        view.cfg = with_changes(self.cfg, memory=False)
+        return view
+
+    @property
+    def factorised(self) -> bool:
+        """Whether scores are user_vectors @ item_vectors.T (so the fast path applies)."""
+        return self.memory is None or self.memory_weight <= 0
 
     # the scoring fast path (recsys.scoring.Factorised): score = user_vectors @ item_vectors.T
     def user_vectors(self, histories: list[np.ndarray]) -> np.ndarray:
@@ -120,8 +173,13 @@ class MTRLModel:
         path = Path(path)
         write_meta(path, self.kind, self.params)
         save_checkpoint(path / WEIGHTS_FILE, self._ready(), self.meta)
+        if self.memory is not None:
+            self.memory.save(path / MEMORY_DIR)
 
     def load_state(self, path: Path) -> None:
         self.net, self.meta = load_checkpoint(Path(path) / WEIGHTS_FILE)
         self.net.eval()
         self.cfg = self.net.cfg
+        mem = Path(path) / MEMORY_DIR
+        self.memory = ItemMemory.load(mem) if self.cfg.memory and mem.is_dir() else None
+        self.memory_weight = float(self.meta.get("memory", {}).get("weight", 0.0)) if self.memory else 0.0

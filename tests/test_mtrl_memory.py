@@ -1,0 +1,87 @@
+"""The mtrl item memory: its distribution, the mixture, the weight chosen on valid, persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.evaluate.protocol import EvalCases
+from recsys.models import build_model, load_model
+from recsys.models.mtrl.memory import EPS, ItemMemory, choose_weight
+from recsys.scoring import is_factorised
+from tests.helpers import assert_top_k_follows_scores
+from tests.test_mtrl_model import funnel_data, one_thread  # noqa: F401 - one_thread: autouse fixture
+
+
+def ring_cases(n_items: int, starts: list[int]) -> EvalCases:
+    """Histories start, start+1, start+2 on the ring; the target is the next item on it."""
+    hist = [np.array([(s + j) % n_items for j in range(3)]) for s in starts]
+    return EvalCases(np.arange(len(starts)), hist, [np.array([(s + 3) % n_items]) for s in starts], [np.unique(h) for h in hist])
+
+
+def test_distribution_sums_to_one_and_knows_the_ring():
+    data = funnel_data()  # every user walks i -> i+1 on a ring of 12 items
+    mem = ItemMemory.fit(data)
+    p = mem.distribution([np.array([3, 4]), np.array([], np.int64)], data.n_items + 2)
+    assert p.shape == (2, data.n_items + 2)
+    assert p[0].sum() == pytest.approx(1.0) and p[1].sum() == 0.0  # no history: no evidence
+    assert p[0, -2:].sum() == 0.0  # items newer than the memory's log
+    assert int(np.argmax(np.where(np.isin(np.arange(len(p[0])), [3, 4]), -1, p[0]))) == 5
+
+
+def test_weight_zero_or_no_evidence_ranks_as_the_network_and_the_memory_moves_the_ranking():
+    data = funnel_data()
+    mem = ItemMemory.fit(data)
+    logits = np.random.default_rng(0).normal(size=(2, data.n_items)).astype(np.float32)
+    hist = [np.array([3, 4]), np.array([], np.int64)]
+    np.testing.assert_array_equal(np.argsort(-mem.mix(logits, hist, 0.0), axis=1), np.argsort(-logits, axis=1))
+    mixed = mem.mix(logits, hist, 2.0)
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(mixed, logp + 2.0 * np.log(mem.distribution(hist, data.n_items) + EPS), rtol=1e-5)
+    assert int(np.argmax(mixed[0])) in (5, 6)  # the ring's successors of 4, whatever the logits say
+    np.testing.assert_array_equal(np.argsort(-mixed[1]), np.argsort(-logits[1]))  # no history: the network's order
+
+
+def test_the_weight_is_chosen_on_the_cases_and_zero_wins_where_the_memory_knows_nothing():
+    data = funnel_data()
+    mem = ItemMemory.fit(data)
+    cases = ring_cases(data.n_items, list(range(12)))
+    flat = lambda h: np.zeros((len(h), data.n_items), np.float32)  # noqa: E731 - a network with no idea
+    weight, table = choose_weight(flat, mem, cases)
+    assert weight > 0 and table[weight] == max(table.values()) and table[weight] > table[0.0]
+    # a network that knows the answer and a memory with nothing to say: the network alone
+    knows = lambda h: np.stack([np.eye(data.n_items, dtype=np.float32)[(x[-1] + 1) % data.n_items] * 20 for x in h])  # noqa: E731
+    empty = ItemMemory.fit(data.select(np.zeros(len(data.item), bool)))
+    weight, table = choose_weight(knows, empty, cases)
+    assert weight == 0.0 and table[0.0] == pytest.approx(1.0)
+
+
+def test_fit_chooses_the_weight_on_valid_and_it_survives_save_and_load(tmp_path):
+    data = funnel_data()
+    valid = ring_cases(data.n_items, list(range(12)))
+    model = build_model("mtrl", max_len=6, d=16, max_epochs=1).fit(data, valid)
+    assert model.memory is not None and model.memory_weight >= 0.0
+    assert set(model.meta["memory"]["valid_ndcg@10"]) >= {"0", "1"}
+    model.save(tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    hist = [np.array([0, 1, 2]), np.array([5])]
+    assert again.memory_weight == model.memory_weight
+    np.testing.assert_array_equal(model.score(hist), again.score(hist))
+
+
+def test_mixed_scores_leave_the_fast_path_and_network_only_returns_to_it():
+    data = funnel_data()
+    model = build_model("mtrl", max_len=6, d=16, max_epochs=1, memory_weight=2.0).fit(data)
+    hist = [np.array([0, 1, 2]), np.array([7, 8])]
+    assert model.memory_weight == 2.0 and not is_factorised(model)
+    scores = model.score(hist)
+    network = model.network_only().score(hist)
+    expected = torch.log_softmax(torch.from_numpy(network), 1).numpy() + 2.0 * np.log(model.memory.distribution(hist, data.n_items) + EPS)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+    assert_top_k_follows_scores(model, hist, scores)  # through the slow path
+    alone = model.network_only()
+    assert is_factorised(alone) and model.memory is not None  # the view leaves the model as it was
+    np.testing.assert_allclose(alone.score(hist), alone.user_vectors(hist) @ alone.item_vectors().T, rtol=1e-5, atol=1e-5)
+    plain = build_model("mtrl", preset="sasrec_ce", max_len=6, d=16, max_epochs=1).fit(data)
+    assert plain.memory is None and is_factorised(plain)
