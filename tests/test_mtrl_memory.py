@@ -30,6 +30,16 @@ def test_distribution_sums_to_one_and_knows_the_ring():
     assert int(np.argmax(np.where(np.isin(np.arange(len(p[0])), [3, 4]), -1, p[0]))) == 5
 
 
+def test_an_item_the_memory_never_saw_gets_its_uniform_value_not_the_floor():
+    data = funnel_data(n_items=30)  # a ring long enough for items 5 steps from any history item
+    mem = ItemMemory.fit(data.select(data.item != 9))  # item 9 is new to the memory
+    m = mem.log_scores([np.array([3, 4]), np.array([], np.int64)], data.n_items + 1)  # and one newer still
+    seen = data.n_items - 1
+    np.testing.assert_allclose(m[0, [9, data.n_items]], -np.log(seen), rtol=1e-6)
+    assert m[0, 5] > -np.log(seen) > m[0, 20] == pytest.approx(np.log(EPS))  # evidence > unknown > no evidence
+    assert not m[1].any()  # no history: no opinion on any item
+
+
 def test_weight_zero_or_no_evidence_ranks_as_the_network_and_the_memory_moves_the_ranking():
     data = funnel_data()
     mem = ItemMemory.fit(data)
@@ -38,7 +48,7 @@ def test_weight_zero_or_no_evidence_ranks_as_the_network_and_the_memory_moves_th
     np.testing.assert_array_equal(np.argsort(-mem.mix(logits, hist, 0.0), axis=1), np.argsort(-logits, axis=1))
     mixed = mem.mix(logits, hist, 2.0)
     logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    np.testing.assert_allclose(mixed, logp + 2.0 * np.log(mem.distribution(hist, data.n_items) + EPS), rtol=1e-5)
+    np.testing.assert_allclose(mixed, logp + 2.0 * mem.log_scores(hist, data.n_items), rtol=1e-5)
     assert int(np.argmax(mixed[0])) in (5, 6)  # the ring's successors of 4, whatever the logits say
     np.testing.assert_array_equal(np.argsort(-mixed[1]), np.argsort(-logits[1]))  # no history: the network's order
 
@@ -77,7 +87,7 @@ def test_mixed_scores_leave_the_fast_path_and_network_only_returns_to_it():
     assert model.memory_weight == 2.0 and not is_factorised(model)
     scores = model.score(hist)
     network = model.network_only().score(hist)
-    expected = torch.log_softmax(torch.from_numpy(network), 1).numpy() + 2.0 * np.log(model.memory.distribution(hist, data.n_items) + EPS)
+    expected = torch.log_softmax(torch.from_numpy(network), 1).numpy() + 2.0 * model.memory.log_scores(hist, data.n_items)
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
     assert_top_k_follows_scores(model, hist, scores)  # through the slow path
     alone = model.network_only()

@@ -1,6 +1,8 @@
 """Item-to-item memory beside the network, combined with its next-item distribution.
 
-    score(i | history) = log_softmax(network scores)_i + w log(p_mem(i | history) + eps)
+    score(i | history) = log_softmax(network scores)_i + w m(i | history)
+    m(i | history) = log(p_mem(i | history) + eps)   for an item in the memory's log
+                     log(1 / items in the log)         for one it has never seen
 
 p_mem is the item-kNN model's co-occurrence score of i for the history (items that followed
 the user's last items closely in other users' sequences), normalised to sum to one. This is a
@@ -14,7 +16,10 @@ Why: a network learns an item's vector from that item's interactions, and on sma
 items have a handful. Counting needs no more than that, so on MovieLens latest-small (610
 users) item-kNN beats every sequence model, while the network knows each user's taste across
 the whole history. With no memory evidence for a user (p_mem = 0) the score is the network's
-log-probability plus a constant, so it ranks exactly as the network does.
+log-probability plus a constant, so it ranks exactly as the network does. An item with no
+interactions in the memory's log (new, known by its text alone) is one the memory cannot
+judge: it gets the memory's uniform value, not the floor, so cold start through text keeps
+working.
 """
 
 from __future__ import annotations
@@ -53,10 +58,22 @@ class ItemMemory:
         total = s.sum(axis=1, keepdims=True)
         return np.divide(s, total, out=np.zeros_like(s), where=total > 0)
 
+    def log_scores(self, histories: list[np.ndarray], width: int) -> np.ndarray:
+        """(B, width) float32 m(i | history) of the module docstring; a row is all zero where the
+        memory has no evidence for that history (a constant: the network's order stands)."""
+        p = self.distribution(histories, width)
+        out = np.log(p + EPS, dtype=np.float32)
+        known = np.zeros(width, dtype=bool)
+        n = min(width, len(self.knn.pop))
+        known[:n] = self.knn.pop[:n] > 0
+        out[:, ~known] = -np.log(max(int(known.sum()), 1))
+        out[p.sum(axis=1) == 0] = 0.0
+        return out
+
     def mix(self, scores: np.ndarray, histories: list[np.ndarray], weight: float) -> np.ndarray:
         """Network scores (B, I), taken as logits -> (B, I) combined log-scores."""
         logp = torch.log_softmax(torch.from_numpy(np.asarray(scores, np.float32)), dim=1)
-        return _combine(logp, torch.from_numpy(self.distribution(histories, logp.shape[1])), weight).numpy()
+        return _combine(logp, torch.from_numpy(self.log_scores(histories, logp.shape[1])), weight).numpy()
 
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -69,8 +86,8 @@ class ItemMemory:
         return cls(knn)
 
 
-def _combine(logp: torch.Tensor, q: torch.Tensor, weight: float) -> torch.Tensor:
-    return logp if weight <= 0 else logp + weight * torch.log(q + EPS)
+def _combine(logp: torch.Tensor, memory_log: torch.Tensor, weight: float) -> torch.Tensor:
+    return logp if weight <= 0 else logp + weight * memory_log
 
 
 def choose_weight(
@@ -85,13 +102,13 @@ def choose_weight(
     for lo in range(0, len(cases.histories), block):
         hist = cases.histories[lo : lo + block]
         logp = torch.log_softmax(torch.from_numpy(np.asarray(score_fn(hist), np.float32)), dim=1)
-        q = torch.from_numpy(memory.distribution(hist, logp.shape[1]))
+        m = torch.from_numpy(memory.log_scores(hist, logp.shape[1]))
         rows = np.concatenate([np.full(len(e), r) for r, e in enumerate(cases.exclude[lo : lo + block])] or [np.zeros(0, int)])
         cols = np.concatenate(list(cases.exclude[lo : lo + block]) or [np.zeros(0, int)])
         keep = cols < logp.shape[1]
         seen = (torch.from_numpy(rows[keep].astype(np.int64)), torch.from_numpy(cols[keep].astype(np.int64)))
         for j, w in enumerate(weights):
-            mixed = _combine(logp, q, w)
+            mixed = _combine(logp, m, w)
             mixed[seen] = -float("inf")
             tops[j].append(torch.topk(mixed, min(k, mixed.shape[1]), dim=1).indices.numpy())
     ndcg = {float(w): float(ranking_report(np.concatenate(t), cases.targets, ks=(k,))[f"ndcg@{k}"]) for w, t in zip(weights, tops)}
