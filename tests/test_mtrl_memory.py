@@ -30,13 +30,15 @@ def test_distribution_sums_to_one_and_knows_the_ring():
     assert int(np.argmax(np.where(np.isin(np.arange(len(p[0])), [3, 4]), -1, p[0]))) == 5
 
 
-def test_an_item_the_memory_never_saw_gets_its_uniform_value_not_the_floor():
+def test_an_item_the_memory_never_saw_scores_as_a_typical_item_not_the_floor():
     data = funnel_data(n_items=30)  # a ring long enough for items 5 steps from any history item
     mem = ItemMemory.fit(data.select(data.item != 9))  # item 9 is new to the memory
-    m = mem.log_scores([np.array([3, 4]), np.array([], np.int64)], data.n_items + 1)  # and one newer still
-    seen = data.n_items - 1
-    np.testing.assert_allclose(m[0, [9, data.n_items]], -np.log(seen), rtol=1e-6)
-    assert m[0, 5] > -np.log(seen) > m[0, 20] == pytest.approx(np.log(EPS))  # evidence > unknown > no evidence
+    hist = [np.array([3, 4]), np.array([], np.int64)]
+    m = mem.log_scores(hist, data.n_items + 1)  # and one item newer still
+    p = mem.distribution(hist, data.n_items + 1)[0]
+    typical = float((p * np.log(p + EPS)).sum())  # minus the entropy of the memory's distribution
+    np.testing.assert_allclose(m[0, [9, data.n_items]], typical, rtol=1e-5)
+    assert m[0, 5] > typical > m[0, 20] == pytest.approx(np.log(EPS))  # best evidence > unknown > no evidence
     assert not m[1].any()  # no history: no opinion on any item
 
 

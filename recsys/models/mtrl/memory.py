@@ -2,7 +2,7 @@
 
     score(i | history) = log_softmax(network scores)_i + w m(i | history)
     m(i | history) = log(p_mem(i | history) + eps)   for an item in the memory's log
-                     log(1 / items in the log)         for one it has never seen
+                     sum_j p_mem(j) log(p_mem(j) + eps) for one it has never seen
 
 p_mem is the item-kNN model's co-occurrence score of i for the history (items that followed
 the user's last items closely in other users' sequences), normalised to sum to one. This is a
@@ -18,8 +18,9 @@ users) item-kNN beats every sequence model, while the network knows each user's 
 the whole history. With no memory evidence for a user (p_mem = 0) the score is the network's
 log-probability plus a constant, so it ranks exactly as the network does. An item with no
 interactions in the memory's log (new, known by its text alone) is one the memory cannot
-judge: it gets the memory's uniform value, not the floor, so cold start through text keeps
-working.
+judge: it scores as a typical item of the memory's own distribution (the expected
+log-probability, minus its entropy), neither floored nor favoured, so the network's text
+vector decides where it ranks and cold start through text keeps working.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class ItemMemory:
         known = np.zeros(width, dtype=bool)
         n = min(width, len(self.knn.pop))
         known[:n] = self.knn.pop[:n] > 0
-        out[:, ~known] = -np.log(max(int(known.sum()), 1))
+        typical = (p * out).sum(axis=1, keepdims=True)  # E_{j ~ p_mem} log p_mem(j)
+        out[:, ~known] = np.broadcast_to(typical, (len(out), int((~known).sum())))
         out[p.sum(axis=1) == 0] = 0.0
         return out
 
