@@ -80,8 +80,9 @@ class Settings(BaseSettings):
     # --- model ---
     # `mtrl`: the multi-task RL sequence model over item text (docs/MODEL.md);
     # `cooc`: item co-occurrence blended with recent popularity (fast, no torch training).
-    # cooc stays the default while it measures better than mtrl on the demo data and the
-    # public sets (docs/BENCHMARKS.md); the gate guards whichever is chosen.
+    # cooc stays the default for now: mtrl (with its item memory) measures ahead on the public
+    # sets and level-to-ahead on the demo data (docs/BENCHMARKS.md), but it adds a training
+    # run of minutes to every night; the gate guards whichever is chosen.
     model_kind: Literal["mtrl", "cooc"] = "cooc"
     # mtrl only: `full` or an ablation (no_text, no_q, no_behaviour, no_memory, sasrec_ce).
     model_preset: Literal["full", "no_text", "no_q", "no_behaviour", "no_memory", "sasrec_ce"] = "full"
