@@ -82,6 +82,19 @@ def test_fit_chooses_the_weight_on_valid_and_it_survives_save_and_load(tmp_path)
     np.testing.assert_array_equal(model.score(hist), again.score(hist))
 
 
+def test_the_weight_is_chosen_before_the_refit_learns_the_validation_cases():
+    data = funnel_data()
+    valid = ring_cases(data.n_items, list(range(12)))
+    backwards = funnel_data(seed=1)  # walks the ring the other way: a refit on it changes the network
+    backwards.item[:] = data.n_items - 1 - backwards.item
+    plain = build_model("mtrl", max_len=6, d=16, max_epochs=2, refit_epochs=5).fit(data, valid)
+    refit = build_model("mtrl", max_len=6, d=16, max_epochs=2, refit_epochs=5).fit(data, valid, refit_data=backwards)
+    assert "refit" in refit.meta
+    assert not np.array_equal(refit.network_only().score(valid.histories), plain.network_only().score(valid.histories))
+    # the same network (deterministic on the CPU) until the refit: the same validation table
+    assert refit.meta["memory"] == plain.meta["memory"]
+
+
 def test_mixed_scores_leave_the_fast_path_and_network_only_returns_to_it():
     data = funnel_data()
     model = build_model("mtrl", max_len=6, d=16, max_epochs=1, memory_weight=2.0).fit(data)

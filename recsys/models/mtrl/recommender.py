@@ -62,20 +62,22 @@ class MTRLModel:
         init = load_checkpoint(Path(self.init_from) / WEIGHTS_FILE) if self.init_from else None
         art = train(self.cfg, train_data, valid, text=text, init=init, out_dir=out_dir)
         self.net, self.meta = art.net, art.meta
+        if self.cfg.memory:
+            # Before the refit: the weight is chosen on `valid`, which the refit then learns from.
+            self._fit_memory(train_data, valid)
         if refit_data is not None and self.cfg.refit_epochs > 0:
             more = with_changes(self.net.cfg, max_epochs=self.cfg.refit_epochs, max_steps=0)
             refit = train(more, refit_data, None, text=text, init=(self.net, self.meta), progress=False)
             self.net = refit.net
             self.meta["refit"] = {"epochs": self.cfg.refit_epochs, "interactions": int(len(refit_data.item)),
                                   "seconds": refit.meta.get("seconds")}  # fmt: skip
-        if self.cfg.memory:
-            self._fit_memory(train_data, valid, refit_data)
+        if refit_data is not None and self.memory is not None:
+            self.memory = ItemMemory.fit(refit_data)  # it counts the refit log too, keeping its weight
         return self
 
-    def _fit_memory(self, train_data: Interactions, valid, refit_data: Interactions | None) -> None:
+    def _fit_memory(self, train_data: Interactions, valid) -> None:
         """Build the item memory on the training log and choose its weight on `valid`, where the
-        network's own early-stopping choice was made; after a refit the memory also counts the
-        refit log, keeping the weight."""
+        network's own early-stopping choice was made."""
         self.memory = ItemMemory.fit(train_data)
         if self.cfg.memory_weight >= 0:
             weight, how = self.cfg.memory_weight, "configured"
@@ -84,8 +86,6 @@ class MTRLModel:
             how = {f"{w:g}": round(v, 5) for w, v in table.items()}
         else:
             weight, how = FALLBACK_MEMORY_WEIGHT, "no validation cases: fallback"
-        if refit_data is not None:
-            self.memory = ItemMemory.fit(refit_data)
         self.memory_weight = float(weight)
         self.meta["memory"] = {"weight": self.memory_weight, "valid_ndcg@10": how}
         log.info("mtrl: item memory weight %.2f (%s)", self.memory_weight, how)
