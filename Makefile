@@ -22,7 +22,9 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/recsys demo
 
+# The browser test needs Chromium: installed here when missing, so `make test` is the one step.
 test: $(STAMP)
+	bash scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest -q
 
 # Everything but the slow end-to-end tests, for a quick edit loop.

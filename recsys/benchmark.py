@@ -20,9 +20,10 @@ from recsys import schema as S
 from recsys.config import Settings
 from recsys.data.interactions import load_interactions
 from recsys.errors import ConfigError
-from recsys.evaluate.offline import _item_side_info, context_for, evaluate_model, format_table
+from recsys.evaluate.offline import context_for, evaluate_model, format_table, item_side_info
 from recsys.evaluate.protocol import temporal_cases, validation_cases
 from recsys.lake import Lake
+from recsys.models.mtrl.blend import Blend
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,15 @@ BASELINE_KINDS = {"popularity": ("popularity", {}), "itemknn": ("cooc", {})}
 WHOLE_LOG = {"popularity": {"window_days": 365_000}, "itemknn": {"popularity_window_days": 365_000}}
 NEURAL_PRESETS = ("full", "sasrec_ce", "no_text", "no_q", "no_behaviour", "no_memory")
 # Settings that change only how a trained network's scores are served, not the network.
-SERVING_ONLY = ("memory", "memory_weight")
+SERVING_ONLY = ("memory", "memory_weight", "reward_blend", "gain_floor", "prior_days")
 ALL_MODELS = (*BASELINE_KINDS, *NEURAL_PRESETS)
+# Not an importer: the demo's generator, sized by --path (see _generate).
+SYNTHETIC = "synthetic"
 SUMMARY_METRICS = ("ndcg@10", "hr@10", "mrr@10", "recall@20")
+# Reported where the data has them: targets of one behaviour only (as in SQN), and users with
+# short histories.
+BEHAVIOUR_METRICS = ("click_ndcg@10", "click_hr@10", "purchase_ndcg@10", "purchase_hr@10")
+SEGMENT_METRICS = ("history_1_2_ndcg@10", "history_3_5_ndcg@10")
 
 
 def _build(name: str, text_path: Path | None, overrides: dict, protocol: str = "temporal"):
@@ -54,7 +61,10 @@ def prepare(fmt: str, path: Path, protocol: str, settings: Settings, work: Path)
     from recsys.pipeline import stages
 
     lake_root = work / "lake"
-    summary = import_dataset(fmt, Path(path), lake_root)
+    if fmt == SYNTHETIC:
+        summary = _generate(path, lake_root, settings.seed)
+    else:
+        summary = import_dataset(fmt, Path(path), lake_root)
     ds = dt.date.fromisoformat(str(summary["end_date"]))
     # Public logs span years: the history window must cover all of them.
     span = (ds - dt.date.fromisoformat(str(summary["start_date"]))).days + 1
@@ -64,6 +74,21 @@ def prepare(fmt: str, path: Path, protocol: str, settings: Settings, work: Path)
     stages.features(ds, local, split_mode=protocol)
     stages.encode(ds, local)
     return ds, Lake(lake_root), local
+
+
+def _generate(spec: Path | str, lake_root: Path, seed: int) -> dict:
+    """The demo's generator as a benchmark source: `--path users=20000,items=5000,days=30`
+    (any of the three; `-` or empty keeps the demo's defaults)."""
+    from recsys.data.generate import GenerateConfig, generate
+
+    names = {"users": "n_users", "items": "n_items", "days": "days"}
+    given = {}
+    for part in filter(None, str(spec).replace("-", "").split(",")):
+        key, _, value = part.partition("=")
+        if key not in names or not value.isdigit():
+            raise ConfigError(f"--path {spec!r}: synthetic takes users=N,items=N,days=N")
+        given[names[key]] = int(value)
+    return generate(lake_root, GenerateConfig(seed=seed, **given))
 
 
 def hold_out_items(data, share: float, seed: int = 0):
@@ -92,7 +117,7 @@ def run_benchmark(
     train = data.in_splits("train")
     valid = validation_cases(data)
     test = temporal_cases(data, holdout="test")
-    category, new_items = _item_side_info(lake.features(ds), data.n_items)
+    category, new_items = item_side_info(lake.features(ds), data.n_items)
     ctx = context_for(train, category, new_items)
     text_path = lake.embeddings(ds) / "item_text.npy"
     results: dict[str, dict] = {}
@@ -125,16 +150,41 @@ def run_benchmark(
         if name in NEURAL_PRESETS:
             report.update(_training_figures(model.meta))
             trained.append((cfg, name, model))
-            if model.memory is not None:
-                # What the network ranks on its own, and the weight its memory got on valid.
-                report["network_ndcg@10"] = evaluate_model(model.network_only(), test, ctx)["ndcg@10"]
+            if not model.blend.network_only:
+                report["serving"] = _serving_variants(model, test, ctx)
+                report["network_ndcg@10"] = report["serving"]["ranking head alone"]["ndcg@10"]
                 report["memory_weight"] = model.memory_weight
+            report["blend"] = {k: v for k, v in model.blend.to_dict().items() if k != "chosen_on"}
         results[name] = report
         log.info("%s: ndcg@10 %.4f in %.1fs", name, report["ndcg@10"], seconds)
     return {
         "dataset": Path(path).name, "format": fmt, "protocol": protocol, "users": len(test.users),
         "items": int(data.n_items), "interactions": int(len(data.item)), "cold_share": cold_share, "models": results,
     }
+
+
+# The same trained network served with one term of its blend left out (or all but the memory):
+# what each term adds, measured without training anything again.
+SERVING_VARIANTS = {
+    "ranking head alone": lambda b: Blend(),
+    "ranking head + memory": lambda b: Blend(memory=b.memory),
+    "without Q": lambda b: Blend(b.memory, 0.0, b.buy, b.pop),
+    "without buy": lambda b: Blend(b.memory, b.q, 0.0, b.pop),
+    "without prior": lambda b: Blend(b.memory, b.q, b.buy),
+}
+VARIANT_METRICS = ("ndcg@10", "click_ndcg@10", "purchase_ndcg@10", "history_1_2_ndcg@10", "history_3_5_ndcg@10")
+
+
+def _serving_variants(model, test, ctx) -> dict:
+    """Test figures of the served blend's variants (SERVING_VARIANTS) that differ from it."""
+    out = {}
+    for name, make in SERVING_VARIANTS.items():
+        blend = make(model.blend)
+        if name != "ranking head alone" and blend.to_dict() == {**model.blend.to_dict(), "chosen_on": {}}:
+            continue  # the term is 0 in the served blend: the variant is the served model
+        report = evaluate_model(model.with_blend(blend), test, ctx)
+        out[name] = {m: report[m] for m in VARIANT_METRICS if m in report}
+    return out
 
 
 def _network_part(cfg: dict) -> dict:
@@ -156,7 +206,9 @@ def summary_line(result: dict) -> str:
     models = {}
     for name, r in result["models"].items():
         models[name] = {**{m: round(float(r.get(m, np.nan)), 5) for m in SUMMARY_METRICS}, "train_seconds": r["train_seconds"]}
-        for extra in ("cold_recall@10", "same_as", "network_of", "network_ndcg@10", "memory_weight"):
+        extras = ("cold_recall@10", *BEHAVIOUR_METRICS, *SEGMENT_METRICS, "same_as", "network_of", "network_ndcg@10",
+                  "memory_weight", "blend", "serving")
+        for extra in extras:
             if extra in r:
                 models[name][extra] = round(r[extra], 5) if isinstance(r[extra], float) else r[extra]
     head = {"dataset": result["dataset"], "protocol": result["protocol"]}
@@ -172,11 +224,19 @@ def print_report(result: dict) -> None:
     )
     cold = ("cold_recall@10",) if any("cold_recall@10" in r for r in result["models"].values()) else ()
     print(format_table(result["models"], columns=(*SUMMARY_METRICS, *cold, "coverage@10", "train_seconds")))
+    more = [c for c in (*BEHAVIOUR_METRICS, *SEGMENT_METRICS) if any(c in r for r in result["models"].values())]
+    if more:
+        print()
+        print(format_table(result["models"], columns=more))
+        users = {c: next((r.get(c.replace("_ndcg@10", "_users")) for r in result["models"].values()), None) for c in SEGMENT_METRICS}
+        print("users per segment: " + ", ".join(f"{c.replace('_ndcg@10', '')} {u}" for c, u in users.items() if u))
     for name, r in result["models"].items():
         if "same_as" in r:
             print(f"{name}: the same network as {r['same_as']} on this data ({'; '.join(r['notes'])})")
         if "network_of" in r:
             print(f"{name}: the network {r['network_of']} trained, ranking on its own (no item memory)")
-        if "network_ndcg@10" in r:
-            print(f"{name}: item memory weight {r['memory_weight']:g} (chosen on valid); "
-                  f"the network alone: ndcg@10 {r['network_ndcg@10']:.4f}")
+        if "blend" in r:
+            print(f"{name}: served blend {r['blend']} (chosen on valid)")
+        if "serving" in r:
+            rows = {"served": r, **{f"  {v}": m for v, m in r["serving"].items()}}
+            print(format_table(rows, columns=[c for c in VARIANT_METRICS if c in r]))

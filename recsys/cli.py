@@ -68,7 +68,7 @@ def cmd_benchmark(args) -> None:
     from recsys.benchmark import ALL_MODELS, print_report, run_benchmark, summary_line
 
     models = [m.strip() for m in args.models.split(",")] if args.models else list(ALL_MODELS)
-    from recsys.models.mtrl.train import parse_setting
+    from recsys.models.mtrl.config import parse_setting
 
     overrides = dict(parse_setting(kv) for kv in args.set)
     if args.epochs:
@@ -162,8 +162,14 @@ def cmd_bench(args) -> dict:
     if args.action == "score":
         from recsys.bench.score import run
 
-        return run(users=args.users, items=args.items, k=args.bench_k, repeats=args.repeats,
+        return run(users=args.users or 20_000, items=args.items or 20_000, k=args.bench_k, repeats=args.repeats,
                    block_users=args.block_users, device=args.device)
+    if args.action == "warmstart":
+        from recsys.bench.warmstart import run
+        from recsys.models.mtrl.config import parse_setting
+
+        return run(nights=args.nights, users=args.users or 2000, items=args.items or 1000, days=args.days,
+                   settings=_settings(args), overrides=dict(parse_setting(kv) for kv in args.set))
     from recsys.bench.readers import run
 
     return run(rows=args.rows, readers=args.readers, k=args.bench_k, publishes=args.publishes)
@@ -251,15 +257,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser(
-        "bench", help="benchmarks: publish (vs raw COPY and to_sql), score (vs bare matmul), readers (latency), features (Spark vs DuckDB)",
+        "bench", help="benchmarks: publish (vs raw COPY and to_sql), score (vs bare matmul), readers (latency), features "
+        "(Spark vs DuckDB), warmstart (nightly fine-tuning vs training from scratch)",
         description="Each prints a table and, as its last line, one JSON object. publish and readers run an "
         "embedded PostgreSQL in a temporary folder. Figures and commands: docs/BENCHMARKS.md.",
     )
-    s.add_argument("action", choices=["publish", "score", "readers", "features"])
+    s.add_argument("action", choices=["publish", "score", "readers", "features", "warmstart"])
     s.add_argument("--events", type=int, default=1_000_000, help="features: generated events (default 1000000)")
     s.add_argument("--rows", type=int, default=1_000_000, help="publish, readers: rows per batch (default 1000000)")
-    s.add_argument("--users", type=int, default=20_000, help="score: users (default 20000)")
-    s.add_argument("--items", type=int, default=20_000, help="score: catalogue items (default 20000)")
+    s.add_argument("--users", type=int, help="score: users (default 20000); warmstart: generated users (default 2000)")
+    s.add_argument("--items", type=int, help="score: catalogue items (default 20000); warmstart: generated items (default 1000)")
+    s.add_argument("--days", type=int, default=30, help="warmstart: generated days before the first night (default 30)")
+    s.add_argument("--nights", type=int, default=7, help="warmstart: nightly runs compared (default 7)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="warmstart: an MTRLConfig setting for both runs, e.g. --set replay_share=0.1; repeatable")
     s.add_argument("--k", dest="bench_k", metavar="K", type=int, default=50, help="list length (default 50)")
     s.add_argument("--repeats", type=int, default=3, help="publish, score: runs of each method, the best counts; features: processes per engine (default 3)")
     s.add_argument("--block-users", type=int, help="score: users per block (default: RECSYS_SCORE_BLOCK_USERS)")

@@ -25,6 +25,21 @@ def _settings_env(settings: Settings) -> dict:
     return env
 
 
+def serving_why(gate: dict) -> str:
+    """Why the serving model serves, in a few words, from the gate stage's result."""
+    from recsys.pipeline.stages import FIRST_NIGHT
+
+    if gate["decision"] == "forced":
+        return "the challenger failed the gate and was promoted by force"
+    if gate["promote"]:
+        return "the challenger passed the gate"
+    first_night = [r[len(FIRST_NIGHT):] for r in gate["reasons"] if r.startswith(FIRST_NIGHT)]
+    if first_night:
+        # The version is already on the line; the reason's copy of it would only repeat it.
+        return "first night: fallback " + first_night[0].replace(f" ({gate['serving_version']}) serves", "")
+    return "the gate failed; the champion keeps serving"
+
+
 def run_demo(settings: Settings, users: int, items: int, days: int) -> dict:
     from recsys.airflow_local import PROJECT_ROOT, airflow_env, prepare
     from recsys.data.generate import GenerateConfig, generate
@@ -74,6 +89,7 @@ def run_demo(settings: Settings, users: int, items: int, days: int) -> dict:
 
     print()
     print(f"Published batch {batch[0]} for {batch[1]}: {batch[3]:,} rows, {batch[4]:,} users, model {batch[2]}")
+    print(f"Serving: {gate['serving_version']} ({serving_why(gate)})")
     print(f"Gate: {gate['decision']} ({'; '.join(gate['reasons'])})")
     print(evaluation["table"])
     print(f"\nTop 5 for user {sample_user} (recsys query --user {sample_user}):")
@@ -81,6 +97,9 @@ def run_demo(settings: Settings, users: int, items: int, days: int) -> dict:
         print(f"  {rank:>2}. {item:<10} {score:>8}  {reason}")
     print(f"\nQuery it yourself: psql \"{url}\" -c \"SELECT * FROM recsys.current_recommendations WHERE user_id = '{sample_user}' ORDER BY rank\"")
     print(f"Airflow log: {log_path}   Finished in {seconds}s")
-    result = {"ds": ds, "rows_published": batch[3], "users": batch[4], "items": n_items, "seconds": seconds}
+    result = {
+        "ds": ds, "rows_published": batch[3], "users": batch[4], "items": n_items,
+        "model": gate["serving_version"], "decision": gate["decision"], "seconds": seconds,
+    }
     print(json.dumps(result))
     return result

@@ -87,3 +87,21 @@ class Lake:
 
     def scores(self, ds: dt.date) -> Path:
         return self.root / "scores" / f"ds={ds.isoformat()}"
+
+
+# One part file per raw partition, named as Spark names its own.
+PART_FILE = "part-0.parquet"
+
+
+def write_partition(folder: Path, table) -> None:
+    """Replace a raw partition's data with one part file (written aside, then renamed), so a
+    reader never sees a half-written partition and stale part files never linger."""
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("part-*"):
+        if stale.name != PART_FILE:
+            stale.unlink()
+    tmp = folder / f".{PART_FILE}.tmp"
+    pq.write_table(table, tmp, compression="snappy")
+    tmp.replace(folder / PART_FILE)

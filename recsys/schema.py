@@ -51,6 +51,11 @@ ITEMS_SCHEMA = pa.schema(
 ITEM_IDX = "item_idx"  # dense int id, stable across nights (new items appended)
 SPLIT = "split"  # train / valid / test
 SPLITS = ("train", "valid", "test")
+# Item age, whole days from created_at to ds, as the feature job writes it in item_stats.
+AGE_DAYS = "age_days"
+# An item younger than this is "new": the serving reason "new for you" and the evaluation's
+# new-items segment use the same rule.
+NEW_ITEM_DAYS = 7
 
 
 # Importers give catalogue items that a dataset names but never describes this title, so the

@@ -45,6 +45,12 @@ class Factorised(Protocol):
         """(n_items, D) float32; row i is item_idx i."""
 
 
+def reads_events(model) -> bool:
+    """Whether the model's `score` and `user_vectors` take each history step's behaviour as
+    `events=` (a sequence model trained on behaviours); others rank from the items alone."""
+    return bool(getattr(model, "reads_events", False))
+
+
 def is_factorised(model) -> bool:
     """Whether `score` is `user_vectors @ item_vectors.T`: a model may offer the vectors yet mix
     something else into its scores (the mtrl item memory), and says so with `factorised`."""
@@ -116,10 +122,11 @@ class _Ranker:
             allowed[:n] = ~self.blocked[:n]
         return allowed
 
-    def _scores(self, histories: list[np.ndarray]) -> torch.Tensor:
+    def _scores(self, histories: list[np.ndarray], events: list[np.ndarray] | None) -> torch.Tensor:
         """(B, W) float32 scores on the device; W = allowed items (fast path) or the model's catalogue."""
+        extra = {"events": events} if events is not None and reads_events(self.model) else {}
         if self.fast:
-            users = torch.from_numpy(np.ascontiguousarray(self.model.user_vectors(histories), dtype=np.float32))
+            users = torch.from_numpy(np.ascontiguousarray(self.model.user_vectors(histories, **extra), dtype=np.float32))
             users = users.to(self.device)
             b, w = len(histories), self.item_t.shape[1]
             if self.buffer is None or self.buffer.shape[0] < b:  # the first block is the largest
@@ -127,7 +134,7 @@ class _Ranker:
             out = self.buffer[:b]
             torch.matmul(users, self.item_t, out=out)
             return out
-        scores = np.asarray(self.model.score(histories), dtype=np.float32)
+        scores = np.asarray(self.model.score(histories, **extra), dtype=np.float32)
         if self.width is None:
             self.width = scores.shape[1]
             self.allowed = self._allowed(self.width)
@@ -162,14 +169,14 @@ class _Ranker:
         removed = np.bincount(flat // n_cols, minlength=b)
         return torch.from_numpy(flat).to(self.device), removed
 
-    def rank(self, histories: list[np.ndarray], exclude: list[np.ndarray] | None) -> Ranking:
+    def rank(self, histories: list[np.ndarray], exclude: list[np.ndarray] | None, events: list[np.ndarray] | None = None) -> Ranking:
         n, k = len(histories), self.k
         items = np.zeros((n, k), dtype=np.int64)
         scores = np.full((n, k), -np.inf, dtype=np.float32)
         candidates = np.zeros(n, dtype=np.int64)
         for lo in range(0, n, self.block_users):
             hi = min(lo + self.block_users, n)
-            s = self._scores(histories[lo:hi])
+            s = self._scores(histories[lo:hi], None if events is None else events[lo:hi])
             b, w = s.shape
             allowed = w if self.fast else int(self.allowed.sum())
             flat, removed = (None, np.zeros(b, np.int64)) if exclude is None else self._exclusions(exclude[lo:hi], w)
@@ -243,18 +250,20 @@ def rank_users(
     device: str | torch.device = "cpu",
     diversity_lambda: float = 0.0,
     category: np.ndarray | None = None,
+    events: list[np.ndarray] | None = None,
 ) -> Ranking:
     """Rank every recommendable item for each history; see the module docstring.
 
     `exclude[u]`: item ids never recommended to user u (already bought or seen); `blocked`:
     boolean (n_items,) mask of items never recommended to anyone (unavailable); `category`:
-    (n_items,) int codes (-1 = none) for the MMR re-rank, used when `diversity_lambda` > 0.
+    (n_items,) int codes (-1 = none) for the MMR re-rank, used when `diversity_lambda` > 0;
+    `events[u]`: the behaviour of each step of histories[u], for models that read it.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     ranker = _Ranker(model, k, blocked, block_users, device, diversity_lambda, category)
     with torch.inference_mode():
-        return ranker.rank(histories, exclude)
+        return ranker.rank(histories, exclude, events)
 
 
 def top_k(
@@ -265,9 +274,12 @@ def top_k(
     blocked: np.ndarray | None = None,
     block_users: int = 1024,
     device: str | torch.device = "cpu",
+    events: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(items (U, K) int64, scores (U, K) float32) of `rank_users`; -inf scores mark short lists."""
-    ranking = rank_users(model, histories, k, exclude=exclude, blocked=blocked, block_users=block_users, device=device)
+    ranking = rank_users(
+        model, histories, k, exclude=exclude, blocked=blocked, block_users=block_users, device=device, events=events
+    )
     return ranking.items, ranking.scores
 
 
@@ -275,7 +287,12 @@ def explain_factorised(model, histories: list[np.ndarray], items: np.ndarray, bl
     """(U, K) item_idx of the history item most similar (dot product of item vectors) to each
     recommended item: what drove it for a model whose user vector sums its history; -1 when the
     user has no history item the model knows."""
-    vectors = torch.from_numpy(np.asarray(model.item_vectors(), dtype=np.float32))
+    return explain_by_vectors(model.item_vectors(), histories, items, block_users)
+
+
+def explain_by_vectors(vectors: np.ndarray, histories: list[np.ndarray], items: np.ndarray, block_users: int = 1024) -> np.ndarray:
+    """As explain_factorised, for any (n_items, D) item vectors (e.g. unit vectors: cosine)."""
+    vectors = torch.from_numpy(np.asarray(vectors, dtype=np.float32))
     n_items = len(vectors)
     out = np.full(items.shape, -1, dtype=np.int64)
     for lo in range(0, len(histories), block_users):

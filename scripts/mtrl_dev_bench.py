@@ -37,7 +37,7 @@ from recsys.evaluate.metrics import ranking_report
 from recsys.evaluate.offline import cold_recall
 from recsys.evaluate.protocol import EvalCases, temporal_cases, validation_cases
 from recsys.models import build_model
-from recsys.models.mtrl.train import parse_setting
+from recsys.models.mtrl.config import parse_setting
 from recsys.scoring import top_k
 
 # no_memory needs no run of its own: every row with an item memory also has network_ndcg@10

@@ -73,14 +73,14 @@ def _epoch_day(c: Column) -> Column:
     return F.floor(F.unix_seconds(c) / F.lit(86_400)).cast("int")
 
 
-def _type_rank() -> Column:
+def type_rank() -> Column:
     """Funnel position of the event type (view=1 ... rating=5): the tie-break for equal timestamps."""
     return F.array_position(F.array(*[F.lit(t) for t in EVENT_TYPES]), F.col(EVENT_TYPE))
 
 
 def _newest_first() -> list[Column]:
     """Interaction order, newest first: ts, then funnel position, then item_id."""
-    return [F.col(TS).desc(), _type_rank().desc(), F.col(ITEM_ID).desc()]
+    return [F.col(TS).desc(), type_rank().desc(), F.col(ITEM_ID).desc()]
 
 
 # --- transforms (pure) ---------------------------------------------------------------------
@@ -145,7 +145,7 @@ def build_sequences(events: DataFrame, max_seq_len: int) -> DataFrame:
     shuffle), sorted as an array and cut to the last `max_seq_len`, so the events are never
     sorted as a whole.
     """
-    step = F.struct(F.col(TS), _type_rank().alias("_rank"), F.col(ITEM_ID), F.col(ITEM_IDX), F.col(EVENT_TYPE))
+    step = F.struct(F.col(TS), type_rank().alias("_rank"), F.col(ITEM_ID), F.col(ITEM_IDX), F.col(EVENT_TYPE))
     per_user = events.groupBy(USER_ID).agg(F.sort_array(F.collect_list(step)).alias("_all"))
     n = F.size("_all")
     recent = F.slice("_all", F.greatest(n - F.lit(max_seq_len) + 1, F.lit(1)), F.lit(max_seq_len))
@@ -296,7 +296,7 @@ def run_features(
         )
         # Each user in one file, in time order: deterministic and cheap for loaders to walk.
         events_out = split_events(ev, ds, settings.holdout_days, split_mode)
-        io.write_parquet(events_out, paths["events"], files, sort_by=[USER_ID, TS, _type_rank(), ITEM_ID])
+        io.write_parquet(events_out, paths["events"], files, sort_by=[USER_ID, TS, type_rank(), ITEM_ID])
         io.write_parquet(build_sequences(ev, settings.max_seq_len), paths["sequences"], files)
         io.write_parquet(build_item_stats(ev, item_map, catalogue, ds), paths["item_stats"], io.n_files(n_items))
         io.write_parquet(build_user_stats(ev), paths["user_stats"], files)

@@ -153,7 +153,7 @@ def test_backfill_through_the_rest_api_then_reprocess(pg_url, tmp_path):
         "RECSYS_SPARK_MASTER": "local[2]",
         "RECSYS_SPARK_DRIVER_MEMORY": "1g",
         "RECSYS_DEVICE": "cpu",
-        # Six nights: the co-occurrence model (the default, named so the test says so) keeps them short.
+        # Six nights: the co-occurrence model, not the default mtrl, keeps them short (no training run).
         "RECSYS_MODEL_KIND": "cooc",
         # Each Spark task starts its own short-lived JVM: the quick C1 compiler alone halves the
         # validate and features times on two busy cores (measured 77s -> 40s per run).

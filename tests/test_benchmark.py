@@ -105,3 +105,24 @@ def test_hold_out_items_drops_only_training_rows_of_the_chosen_items():
     assert all(split[i] == 0 for i in dropped)  # validation and test rows always stay
     assert set(kept.item.tolist()) >= {8, 9}
     assert hold_out_items(data, 0.5, seed=3)[0].item.tolist() == kept.item.tolist()  # reproducible
+
+
+@pytest.fixture(scope="module")
+def synthetic(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench-synthetic")
+    settings = load_settings(lake_root=root / "unused")
+    return run_benchmark(
+        "synthetic", "users=300,items=150,days=12", "temporal", ["popularity", "full"], settings,
+        overrides={"max_epochs": 2}, workdir=root / "work",
+    )  # fmt: skip
+
+
+def test_a_log_with_behaviours_reports_click_and_purchase_metrics_and_the_served_blend(synthetic):
+    full = synthetic["models"]["full"]
+    assert synthetic["dataset"] == "users=300,items=150,days=12" and synthetic["protocol"] == "temporal"
+    for m in ("click_ndcg@10", "click_hr@10", "purchase_ndcg@10", "purchase_hr@10"):
+        assert m in full and m in synthetic["models"]["popularity"]
+    assert full["purchase_users"] < full["users"]  # only targets that were bought count
+    assert set(full["blend"]) == {"memory", "q", "buy", "pop"} and len(full["blend"]["pop"]) == 4
+    line = json.loads(summary_line(synthetic))
+    assert line["models"]["full"]["blend"] == full["blend"]

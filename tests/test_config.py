@@ -8,6 +8,7 @@ def test_defaults():
     s = load_settings()
     assert s.top_k == 50 and s.spark_master == "local[*]" and s.database_url is None
     assert str(s.lake_root) == "var/lake"
+    assert s.model_kind == "mtrl"  # the nightly model; cooc is its baseline and first-night fallback
 
 
 def test_override_order_cli_over_env_over_file(monkeypatch, tmp_path):

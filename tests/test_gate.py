@@ -1,6 +1,6 @@
 from recsys.evaluate.gate import GateRules, decide
 
-RULES = GateRules(tolerance=0.02, margin_vs_popularity=0.0, min_coverage=0.01)
+RULES = GateRules(tolerance=0.02, margin_vs_popularity=0.0, min_coverage=0.01, segment_tolerance=0.10)
 
 
 def _m(ndcg, cov=0.2):

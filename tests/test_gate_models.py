@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from recsys.config import Settings
 from recsys.data.generate import GenerateConfig, generate
 from recsys.evaluate.gate import GateRules, decide
 from recsys.evaluate.offline import context_for, evaluate_model
@@ -12,7 +13,7 @@ from recsys.evaluate.protocol import temporal_cases
 from recsys.models import build_model
 from tests.helpers import interactions_from_raw
 
-RULES = GateRules()
+RULES = GateRules.from_settings(Settings())
 
 
 class RandomModel:

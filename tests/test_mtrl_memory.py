@@ -1,4 +1,4 @@
-"""The mtrl item memory: its distribution, the mixture, the weight chosen on valid, persistence."""
+"""The mtrl item memory: its distribution, the mixture, its weight in the served blend, persistence."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import torch
 
 from recsys.evaluate.protocol import EvalCases
 from recsys.models import build_model, load_model
-from recsys.models.mtrl.memory import EPS, ItemMemory, choose_weight
+from recsys.models.mtrl.blend import Blend, choose_blend, target_gains
+from recsys.models.mtrl.memory import EPS, ItemMemory
 from recsys.scoring import is_factorised
 from tests.helpers import assert_top_k_follows_scores
 from tests.test_mtrl_model import funnel_data, one_thread  # noqa: F401 - one_thread: autouse fixture
@@ -55,18 +56,26 @@ def test_weight_zero_or_no_evidence_ranks_as_the_network_and_the_memory_moves_th
     np.testing.assert_array_equal(np.argsort(-mixed[1]), np.argsort(-logits[1]))  # no history: the network's order
 
 
+def _choose_memory(scores: np.ndarray, mem: ItemMemory, cases: EvalCases) -> Blend:
+    logp = torch.log_softmax(torch.from_numpy(scores), 1).numpy()
+    gains = target_gains(cases, (1.0,) * 5, 0.0)
+    return choose_blend({"rank": logp}, cases, gains, mem.log_scores(cases.histories, scores.shape[1]), None)
+
+
 def test_the_weight_is_chosen_on_the_cases_and_zero_wins_where_the_memory_knows_nothing():
     data = funnel_data()
     mem = ItemMemory.fit(data)
     cases = ring_cases(data.n_items, list(range(12)))
-    flat = lambda h: np.zeros((len(h), data.n_items), np.float32)  # noqa: E731 - a network with no idea
-    weight, table = choose_weight(flat, mem, cases)
-    assert weight > 0 and table[weight] == max(table.values()) and table[weight] > table[0.0]
+    flat = np.zeros((12, data.n_items), np.float32)  # a network with no idea
+    blend = _choose_memory(flat, mem, cases)
+    table = {float(w): v for w, v in blend.chosen_on["grids"]["memory"].items()}
+    assert blend.memory > 0 and table[blend.memory] == max(table.values()) and table[blend.memory] > table[0.0]
+    assert blend.chosen_on["final"] == pytest.approx(1.0)  # the ring's successor, first for every case
     # a network that knows the answer and a memory with nothing to say: the network alone
-    knows = lambda h: np.stack([np.eye(data.n_items, dtype=np.float32)[(x[-1] + 1) % data.n_items] * 20 for x in h])  # noqa: E731
+    knows = np.stack([np.eye(data.n_items, dtype=np.float32)[(h[-1] + 1) % data.n_items] * 20 for h in cases.histories])
     empty = ItemMemory.fit(data.select(np.zeros(len(data.item), bool)))
-    weight, table = choose_weight(knows, empty, cases)
-    assert weight == 0.0 and table[0.0] == pytest.approx(1.0)
+    blend = _choose_memory(knows, empty, cases)
+    assert blend.memory == 0.0 and blend.chosen_on["final"] == pytest.approx(1.0)
 
 
 def test_fit_chooses_the_weight_on_valid_and_it_survives_save_and_load(tmp_path):
@@ -74,11 +83,11 @@ def test_fit_chooses_the_weight_on_valid_and_it_survives_save_and_load(tmp_path)
     valid = ring_cases(data.n_items, list(range(12)))
     model = build_model("mtrl", max_len=6, d=16, max_epochs=1).fit(data, valid)
     assert model.memory is not None and model.memory_weight >= 0.0
-    assert set(model.meta["memory"]["valid_ndcg@10"]) >= {"0", "1"}
+    assert set(model.meta["blend"]["chosen_on"]["grids"]["memory"]) >= {"0", "1"}
     model.save(tmp_path / "m")
     again = load_model(tmp_path / "m")
     hist = [np.array([0, 1, 2]), np.array([5])]
-    assert again.memory_weight == model.memory_weight
+    assert again.memory_weight == model.memory_weight and again.blend.to_dict() == model.blend.to_dict()
     np.testing.assert_array_equal(model.score(hist), again.score(hist))
 
 
@@ -92,12 +101,12 @@ def test_the_weight_is_chosen_before_the_refit_learns_the_validation_cases():
     assert "refit" in refit.meta
     assert not np.array_equal(refit.network_only().score(valid.histories), plain.network_only().score(valid.histories))
     # the same network (deterministic on the CPU) until the refit: the same validation table
-    assert refit.meta["memory"] == plain.meta["memory"]
+    assert refit.meta["blend"] == plain.meta["blend"]
 
 
 def test_mixed_scores_leave_the_fast_path_and_network_only_returns_to_it():
     data = funnel_data()
-    model = build_model("mtrl", max_len=6, d=16, max_epochs=1, memory_weight=2.0).fit(data)
+    model = build_model("mtrl", max_len=6, d=16, max_epochs=1, memory_weight=2.0, reward_blend=False).fit(data)
     hist = [np.array([0, 1, 2]), np.array([7, 8])]
     assert model.memory_weight == 2.0 and not is_factorised(model)
     scores = model.score(hist)

@@ -130,28 +130,36 @@ def test_loss_falls_on_a_tiny_dataset():
 
 
 def test_td_target_by_hand():
-    # two next states over three items; double Q takes the online argmax, the target's value
-    q_online = torch.tensor([[0.1, 0.9, 0.3], [2.0, 0.0, 1.0]])
-    q_target = torch.tensor([[5.0, 0.4, 7.0], [0.5, 9.0, 3.0]])
-    v = L.double_q_next(q_online, q_target)
-    torch.testing.assert_close(v, torch.tensor([0.4, 0.5]))  # not max(q_target) = 7 and 9
-    y = L.td_target(torch.tensor([1.0, 0.2]), torch.tensor([False, True]), v, gamma=0.5)
+    y = L.td_target(torch.tensor([1.0, 0.2]), torch.tensor([False, True]), torch.tensor([0.4, 0.5]), gamma=0.5)
     torch.testing.assert_close(y, torch.tensor([1.0 + 0.5 * 0.4, 0.2]))  # done: no bootstrap
 
 
-def test_model_td_targets_match_a_hand_computation():
+def test_model_td_targets_are_double_q_with_a_distinct_target_network():
+    """V(s') = Q_target(s', argmax_a Q_online(s', a)): the online network picks the action, the
+    target network (here: different weights) values it, which is not the target's own max."""
+    import copy
+
     net, batch, _ = _net_and_batch()
-    net.eval()
+    target = copy.deepcopy(net)
+    with torch.no_grad():
+        for p in target.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    net.eval(), target.eval()
     with torch.no_grad():
         table = net.item_table()
         h = net.encode(batch["item"], batch["btype"], batch["gap"], table)
         qh = net.q_proj(h)
-        v = net._target_values(batch, qh, table, net)
-        b, t = 0, 0  # first window, first position: the next state is position 1
-        a_star = int((qh[b, 1] @ table.T).argmax())
-        by_hand = float(net.q_value(h[b, 1]) + qh[b, 1] @ table[a_star])  # V(s') + A(s', a*)
-    assert v[b, 1].item() == pytest.approx(by_hand, rel=1e-5)
-    assert bool(batch["boot"][b, t])
+        v = net._target_values(batch, qh, table, target)
+        b = 0  # first window; its position 1 is the next state of position 0
+        a_star = int((qh[b, 1] @ table.T).argmax())  # the online network's choice
+        t_h = target.encode(batch["item"], batch["btype"], batch["gap"])
+        t_q = target.q_value(t_h[b, 1]) + target.q_proj(t_h[b, 1]) @ target.item_table().T  # (I,) Q_target(s', .)
+        lo, hi = float(net.q_range[0]), float(net.q_range[1])
+        double_q = float(t_q[a_star].clamp(lo, hi))
+        max_q = float(t_q.max().clamp(lo, hi))
+    assert bool(batch["boot"][b, 0])
+    assert lo < double_q < max_q < hi  # inside the clip range: the values themselves are compared
+    assert v[b, 1].item() == pytest.approx(double_q, rel=1e-5)  # the data tells double Q from max-Q
 
 
 def test_esmm_probability_identity():

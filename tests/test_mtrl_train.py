@@ -16,7 +16,8 @@ from recsys.evaluate.protocol import EvalCases
 from recsys.models import build_model
 from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, load_checkpoint
 from recsys.models.mtrl.config import make_config
-from recsys.models.mtrl.train import _build, evaluate, train
+from recsys.models.mtrl.inference import evaluate
+from recsys.models.mtrl.train import _build, train
 from tests.test_mtrl_model import funnel_data, one_thread  # noqa: F401 (autouse fixture)
 
 SMALL = dict(max_len=8, d=16, n_heads=2, batch_size=32, warmup_steps=5)

@@ -107,7 +107,7 @@ def worker_spark_sequences(lake_root: Path, ds: dt.date, out: Path) -> dict:
     from recsys.lake import Lake
     from recsys.schema import ITEM_ID, TS, USER_ID
     from spark_jobs import io
-    from spark_jobs.features import ITEM_MAP_SCHEMA, _type_rank, attach_items, build_sequences, split_events
+    from spark_jobs.features import ITEM_MAP_SCHEMA, type_rank, attach_items, build_sequences, split_events
 
     spark, settings, startup = _spark_session()
     lake = Lake(lake_root)
@@ -124,7 +124,7 @@ def worker_spark_sequences(lake_root: Path, ds: dt.date, out: Path) -> dict:
     # In the job, sequences follow the events output in the same JVM: write that first (the
     # same scan, join, split and sorted write), so the JVM is as warm as the job's.
     t0 = time.perf_counter()
-    order = [USER_ID, TS, _type_rank(), ITEM_ID]
+    order = [USER_ID, TS, type_rank(), ITEM_ID]
     warm_up = split_events(inputs(), ds, settings.holdout_days)
     io.write_parquet(warm_up, out.parent / "warm-up", io.n_files(n_events), order)
     startup += time.perf_counter() - t0

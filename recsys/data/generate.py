@@ -29,16 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from recsys import schema as S
 from recsys.data.vocab import GENERIC_SENTENCES, TOPICS
 from recsys.errors import ConfigError
-from recsys.lake import Lake
+from recsys.lake import Lake, write_partition
 
 DAY_US = 86_400 * 1_000_000
 EPOCH = dt.date(1970, 1, 1)
-PART_FILE = "part-0.parquet"
 
 # --- catalogue ---
 ZIPF_EXPONENT = 0.9  # item popularity ~ rank^-0.9: a long tail, as in retail logs
@@ -149,8 +147,8 @@ def generate(lake_root: Path, cfg: GenerateConfig) -> dict:
         lo, hi = np.searchsorted(events["ts"], start_us + DAY_US * np.array([day_idx, day_idx + 1]))
         n_events += hi - lo
         table = _events_table(events, lo, hi, user_ids, cat.table.column(S.ITEM_ID))
-        _write_partition(lake.events_partition(day), table)
-        _write_partition(lake.items_partition(day), cat.table.filter(cat.partition == day_idx))
+        write_partition(lake.events_partition(day), table)
+        write_partition(lake.items_partition(day), cat.table.filter(cat.partition == day_idx))
     return {
         "events": int(n_events),
         "users": cfg.n_users,
@@ -560,14 +558,3 @@ def _ids(prefix: str, n: int, width: int) -> list[str]:
     """Zero-padded ids ("u000123", "i00042"), wider only when n needs it."""
     width = max(width, len(str(n - 1)))
     return [f"{prefix}{i:0{width}d}" for i in range(n)]
-
-
-def _write_partition(folder: Path, table: pa.Table) -> None:
-    """Replace the partition's data with one part file (written aside, then renamed)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("part-*"):
-        if stale.name != PART_FILE:
-            stale.unlink()
-    tmp = folder / f".{PART_FILE}.tmp"
-    pq.write_table(table, tmp, compression="snappy")
-    tmp.replace(folder / PART_FILE)

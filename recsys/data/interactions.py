@@ -40,10 +40,17 @@ class Interactions:
 
     def histories(self) -> dict[int, np.ndarray]:
         """user -> item_idx sequence in time order."""
+        return self._per_user(self.item)
+
+    def event_histories(self) -> dict[int, np.ndarray]:
+        """user -> the behaviour of each step of `histories()` (schema.EVENT_TYPES index), aligned."""
+        return self._per_user(self.event)
+
+    def _per_user(self, column: np.ndarray) -> dict[int, np.ndarray]:
         order = np.lexsort((self.ts, self.user))
-        users, items = self.user[order], self.item[order]
+        users, values = self.user[order], column[order]
         cuts = np.flatnonzero(np.diff(users)) + 1
-        return {int(u[0]): it for u, it in zip(np.split(users, cuts), np.split(items, cuts)) if len(u)}
+        return {int(u[0]): v for u, v in zip(np.split(users, cuts), np.split(values, cuts)) if len(u)}
 
 
 def load_interactions(features_dir: Path, n_items: int | None = None) -> Interactions:

@@ -10,14 +10,20 @@ GATE_METRIC = "ndcg@10"
 
 @dataclass(frozen=True)
 class GateRules:
-    # Challenger may trail the champion by this relative amount (run-to-run noise).
-    tolerance: float = 0.02
-    # Challenger must beat popularity by this relative margin.
-    margin_vs_popularity: float = 0.0
-    # Share of the available catalogue the challenger's lists must cover.
-    min_coverage: float = 0.01
-    # Segments (short histories, new items) are small and noisy: a wider band, but a collapse fails.
-    segment_tolerance: float = 0.10
+    """The gate's thresholds; their defaults and reasons live in one place, recsys.config.Settings
+    (gate_tolerance, gate_margin_vs_popularity, gate_min_coverage, gate_segment_tolerance)."""
+
+    tolerance: float
+    margin_vs_popularity: float
+    min_coverage: float
+    segment_tolerance: float
+
+    @classmethod
+    def from_settings(cls, settings) -> "GateRules":
+        return cls(
+            settings.gate_tolerance, settings.gate_margin_vs_popularity, settings.gate_min_coverage,
+            settings.gate_segment_tolerance,
+        )
 
 
 SEGMENT_METRICS = ("short_history_ndcg@10", "new_items_hr@10")

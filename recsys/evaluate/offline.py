@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys import schema as S
 from recsys.data.interactions import EVENT_CODE, Interactions, load_interactions
 from recsys.evaluate import metrics as M
 from recsys.evaluate.protocol import EvalCases, temporal_cases
@@ -17,6 +18,8 @@ from recsys.scoring import top_k
 BASELINES = {"popularity": "popularity", "itemknn": "cooc"}
 # A user with at most this many past interactions is a "short history" user (cold-ish).
 SHORT_HISTORY = 5
+# Finer segments of short histories, reported on their own: (name, fewest, most interactions).
+SEGMENTS = (("history_1_2", 1, 2), ("history_3_5", 3, 5))
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ def context_for(fit: Interactions, category: np.ndarray | None = None, new_items
 
 def evaluate_model(model, cases: EvalCases, ctx: EvalContext, k: int = 20) -> dict[str, float]:
     """Accuracy at 10 and 20, beyond-accuracy at 10, reward-aware and segment NDCG@10."""
-    items, scores = top_k(model, cases.histories, k, exclude=cases.exclude)
+    items, scores = top_k(model, cases.histories, k, exclude=cases.exclude, events=cases.history_events)
     report = M.ranking_report(items, cases.targets, ks=(10, 20))
     top10 = items[:, :10]
     report["coverage@10"] = M.catalogue_coverage(top10, ctx.n_items)
@@ -55,9 +58,13 @@ def evaluate_model(model, cases: EvalCases, ctx: EvalContext, k: int = 20) -> di
             keep = np.isin(cases.users, sub.users)
             r = M.ranking_report(items[keep], sub.targets, ks=(10,))
             report[f"{name}_ndcg@10"], report[f"{name}_hr@10"] = r["ndcg@10"], r["hr@10"]
-    short = np.array([len(h) <= SHORT_HISTORY for h in cases.histories], dtype=bool)
-    if short.any():
-        report["short_history_ndcg@10"] = M.ranking_report(items[short], [cases.targets[i] for i in np.flatnonzero(short)], ks=(10,))["ndcg@10"]
+            report[f"{name}_users"] = len(sub.users)
+    lengths = np.array([len(h) for h in cases.histories])
+    for key, lo, hi in (("short_history", 1, SHORT_HISTORY), *SEGMENTS):
+        seg = (lengths >= lo) & (lengths <= hi)
+        if seg.any():
+            report[f"{key}_ndcg@10"] = M.ranking_report(items[seg], [cases.targets[i] for i in np.flatnonzero(seg)], ks=(10,))["ndcg@10"]
+            report[f"{key}_users"] = int(seg.sum())
     report["curves"] = _curves(items[:, :10], cases, ctx)
     if ctx.new_items is not None:
         new_t = [t[ctx.new_items[t]] for t in cases.targets]
@@ -108,7 +115,7 @@ def compare_models(features_dir: Path, challenger: Path, champion: str | None, k
     data: Interactions = load_interactions(features_dir)
     cases = temporal_cases(data, holdout="test")
     fit_data = data.in_splits("train", "valid")
-    category, new_items = _item_side_info(features_dir, data.n_items)
+    category, new_items = item_side_info(features_dir, data.n_items)
     ctx = context_for(fit_data, category, new_items)
     models = {"challenger": load_model(challenger)}
     if champion:
@@ -119,7 +126,7 @@ def compare_models(features_dir: Path, challenger: Path, champion: str | None, k
     return {"metrics": metrics, "users": len(cases.users), "table": format_table(metrics)}
 
 
-def _item_side_info(features_dir: Path, n_items: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+def item_side_info(features_dir: Path, n_items: int) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Category codes and the new-this-week mask from the feature job's item outputs, for every
     item of the item map (at least `n_items`)."""
     import pyarrow.dataset as pads
@@ -127,20 +134,20 @@ def _item_side_info(features_dir: Path, n_items: int) -> tuple[np.ndarray | None
     items_path = Path(features_dir) / "items"
     if not items_path.exists():
         return None, None
-    t = pads.dataset(items_path, format="parquet").to_table(columns=["item_idx", "category"])
-    idx = t.column("item_idx").to_numpy()
+    t = pads.dataset(items_path, format="parquet").to_table(columns=[S.ITEM_IDX, S.CATEGORY])
+    idx = t.column(S.ITEM_IDX).to_numpy()
     size = max(n_items, int(idx.max()) + 1 if len(idx) else 0)
-    cats = np.array([c or "" for c in t.column("category").to_pylist()], dtype=object)
+    cats = np.array([c or "" for c in t.column(S.CATEGORY).to_pylist()], dtype=object)
     _, codes = np.unique(cats, return_inverse=True)
     category = np.full(size, -1, dtype=np.int64)
     category[idx] = codes
     new_items = None
     stats = Path(features_dir) / "item_stats"
     if stats.exists():
-        s = pads.dataset(stats, format="parquet").to_table(columns=["item_idx", "age_days"])
+        s = pads.dataset(stats, format="parquet").to_table(columns=[S.ITEM_IDX, S.AGE_DAYS])
         new_items = np.zeros(size, dtype=bool)
-        age = s.column("age_days").to_numpy(zero_copy_only=False)
-        new_items[s.column("item_idx").to_numpy()[np.nan_to_num(age.astype(float), nan=1e9) <= 7]] = True
+        age = s.column(S.AGE_DAYS).to_numpy(zero_copy_only=False)
+        new_items[s.column(S.ITEM_IDX).to_numpy()[np.nan_to_num(age.astype(float), nan=1e9) < S.NEW_ITEM_DAYS]] = True
     return category, new_items
 
 
@@ -148,8 +155,10 @@ def format_table(
     metrics: dict[str, dict[str, float]],
     columns=("ndcg@10", "hr@10", "mrr@10", "recall@20", "coverage@10", "purchase_ndcg@10"),
 ) -> str:
-    head = f"{'model':<12}" + "".join(f"{c:>18}" for c in columns)
+    first = max([12, *(len(n) + 1 for n in metrics)])
+    widths = [max(18, len(c) + 2) for c in columns]
+    head = f"{'model':<{first}}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))
     rows = [head, "-" * len(head)]
     for name, m in metrics.items():
-        rows.append(f"{name:<12}" + "".join(f"{m.get(c, float('nan')):>18.4f}" for c in columns))
+        rows.append(f"{name:<{first}}" + "".join(f"{m.get(c, float('nan')):>{w}.4f}" for c, w in zip(columns, widths)))
     return "\n".join(rows)

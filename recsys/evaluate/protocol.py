@@ -17,12 +17,17 @@ class EvalCases:
     exclude: list[np.ndarray]  # items removed from the ranking (already seen)
     # Strongest behaviour per target (index into schema.EVENT_TYPES), for reward-aware metrics.
     target_events: list[np.ndarray] | None = None
+    # Behaviour of each history step, aligned with `histories`: what serving knows too.
+    history_events: list[np.ndarray] | None = None
 
     def subset(self, keep: np.ndarray) -> "EvalCases":
         """The cases of users where `keep` (a boolean mask over users) is True."""
         idx = np.flatnonzero(keep)
         pick = lambda xs: None if xs is None else [xs[i] for i in idx]  # noqa: E731
-        return EvalCases(self.users[idx], pick(self.histories), pick(self.targets), pick(self.exclude), pick(self.target_events))
+        return EvalCases(
+            self.users[idx], pick(self.histories), pick(self.targets), pick(self.exclude), pick(self.target_events),
+            pick(self.history_events),
+        )
 
     def with_targets(self, kind_min: int) -> "EvalCases":
         """Only targets whose strongest behaviour is at least `kind_min` (e.g. purchase); users
@@ -33,7 +38,7 @@ class EvalCases:
             targets.append(t[m])
             events.append(e[m])
             keep.append(bool(m.any()))
-        cases = EvalCases(self.users, self.histories, targets, self.exclude, events)
+        cases = EvalCases(self.users, self.histories, targets, self.exclude, events, self.history_events)
         return cases.subset(np.array(keep, dtype=bool))
 
 
@@ -43,9 +48,9 @@ def temporal_cases(data: Interactions, holdout: str = "test") -> EvalCases:
     (they get the cold-start fallback, measured separately)."""
     before = data.in_splits(*[s for s in ("train", "valid", "test") if s != holdout and _precedes(s, holdout)])
     after = data.in_splits(holdout)
-    hist = before.histories()
+    hist, hist_events = before.histories(), before.event_histories()
     future = _strongest_per_item(after)
-    users, histories, targets, events = [], [], [], []
+    users, histories, targets, events, behaviours = [], [], [], [], []
     for u in sorted(set(hist) & set(future)):
         seen = hist[u]
         items, strength = future[u]
@@ -53,9 +58,12 @@ def temporal_cases(data: Interactions, holdout: str = "test") -> EvalCases:
         if new.any():
             users.append(u)
             histories.append(seen)
+            behaviours.append(hist_events[u])
             targets.append(items[new])
             events.append(strength[new])
-    return EvalCases(np.array(users, dtype=np.int64), histories, targets, [np.unique(h) for h in histories], events)
+    return EvalCases(
+        np.array(users, dtype=np.int64), histories, targets, [np.unique(h) for h in histories], events, behaviours
+    )
 
 
 def _strongest_per_item(data: Interactions) -> dict[int, tuple[np.ndarray, np.ndarray]]:

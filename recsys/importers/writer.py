@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys import schema as S
-from recsys.data.generate import DAY_US, EPOCH, _write_partition
+from recsys.data.generate import DAY_US, EPOCH
 from recsys.errors import InputError
-from recsys.lake import Lake
+from recsys.lake import Lake, write_partition
 
 TS_TYPE = S.EVENTS_SCHEMA.field(S.TS).type
 # Catalogue columns an importer provides; the writer adds created_at.
@@ -131,7 +131,7 @@ def write_raw(lake_root: Path, data: Dataset) -> dict:
     bounds = np.searchsorted(day, np.append(event_days, event_days[-1] + 1))
     for k, d in enumerate(event_days):
         part = events.slice(bounds[k], bounds[k + 1] - bounds[k])
-        _write_partition(lake.events_partition(EPOCH + dt.timedelta(days=int(d))), part)
+        write_partition(lake.events_partition(EPOCH + dt.timedelta(days=int(d))), part)
 
     item_day = items.column(S.CREATED_AT).cast(pa.int64()).to_numpy() // DAY_US
     order = np.argsort(item_day, kind="stable")
@@ -140,7 +140,7 @@ def write_raw(lake_root: Path, data: Dataset) -> dict:
     bounds = np.searchsorted(item_day, np.append(item_days, item_days[-1] + 1))
     for k, d in enumerate(item_days):
         part = items.slice(bounds[k], bounds[k + 1] - bounds[k])
-        _write_partition(lake.items_partition(EPOCH + dt.timedelta(days=int(d))), part)
+        write_partition(lake.items_partition(EPOCH + dt.timedelta(days=int(d))), part)
 
     counts = pc.value_counts(events.column(S.EVENT_TYPE)).to_pylist()
     return {

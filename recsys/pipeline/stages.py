@@ -19,9 +19,13 @@ import numpy as np
 from recsys import schema as S
 from recsys.config import Settings, get_settings
 from recsys.errors import InputError
+from recsys.evaluate.gate import GATE_METRIC
 from recsys.lake import Lake, parse_ds
 
 log = logging.getLogger(__name__)
+
+# The gate reason that opens with this names the baseline serving a first night and why.
+FIRST_NIGHT = "no champion yet and the challenger failed: "
 
 STAGES = ("validate", "features", "encode", "train", "evaluate", "gate", "score", "publish", "retention")
 
@@ -169,7 +173,7 @@ def train(ds, settings: Settings | None = None) -> dict:
                   "seed": settings.seed, "device": settings.device, "max_len": settings.max_seq_len}
         if settings.model_epochs:
             params["max_epochs"] = settings.model_epochs
-        warm = _champion_path(settings, day)
+        warm = _champion_path(settings, day) if settings.warm_start else None
         if warm:
             params["init_from"] = warm
     else:
@@ -224,9 +228,7 @@ def gate(ds, settings: Settings | None = None, force_promote: bool = False, forc
 
     day, settings, lake = _ctx(ds, settings)
     ev = load_result(lake, day, "evaluate")
-    rules = GateRules(
-        settings.gate_tolerance, settings.gate_margin_vs_popularity, settings.gate_min_coverage, settings.gate_segment_tolerance
-    )
+    rules = GateRules.from_settings(settings)
     decision = decide(ev["metrics"], rules, force=force_promote)
     record_decision(
         _db(settings), ds=day, version=ev["model_version"], champion=ev["champion_version"], metrics=ev["metrics"],
@@ -235,10 +237,8 @@ def gate(ds, settings: Settings | None = None, force_promote: bool = False, forc
     serving = ev["model_version"] if decision.promote else ev["champion_version"]
     reasons = list(decision.reasons)
     if serving is None:
-        # First night and the challenger failed: the popularity baseline it lost to serves,
-        # so apps get lists, and it becomes the champion the next challenger must beat.
-        serving = _bootstrap_popularity(day, settings, lake)
-        reasons.append(f"no champion yet: {serving} serves until a model passes the gate")
+        serving, why = _first_night_fallback(day, settings, lake, ev)
+        reasons.append(f"{FIRST_NIGHT}{why}, until a model passes the gate")
     result = {"decision": decision.decision, "promote": decision.promote, "reasons": reasons, "serving_version": serving}
     from recsys.evaluate.report import write_report
 
@@ -248,20 +248,41 @@ def gate(ds, settings: Settings | None = None, force_promote: bool = False, forc
     return _save(lake, day, "gate", result)
 
 
-def _bootstrap_popularity(day: dt.date, settings: Settings, lake: Lake) -> str:
+def _ndcg(metrics: dict, role: str) -> float:
+    return metrics.get(role, {}).get(GATE_METRIC, float("nan"))
+
+
+def fallback_kind(metrics: dict) -> str:
+    """The baseline that serves a first night whose challenger failed: item co-occurrence when it
+    ranked at least as well as popularity on tonight's holdout (a missing or NaN figure counts
+    against it), else popularity."""
+    return "cooc" if _ndcg(metrics, "itemknn") >= _ndcg(metrics, "popularity") else "popularity"
+
+
+def _first_night_fallback(day: dt.date, settings: Settings, lake: Lake, ev: dict) -> tuple[str, str]:
+    """Fit, save and promote the fallback baseline so apps get lists, and it becomes the champion
+    the next challenger must beat; returns its version and why it serves."""
     from recsys.data.interactions import load_interactions
     from recsys.models import build_model
     from recsys.store.registry import promote_baseline
 
+    knn, pop = _ndcg(ev["metrics"], "itemknn"), _ndcg(ev["metrics"], "popularity")
+    # A co-occurrence challenger (train names versions by kind) that just failed is the itemknn
+    # baseline itself, so it cannot stand in for itself.
+    if ev["model_version"].startswith("cooc-"):
+        kind, why = "popularity", "the challenger is item co-occurrence itself"
+    elif (kind := fallback_kind(ev["metrics"])) == "cooc":
+        why = f"{GATE_METRIC} {knn:.4f} >= popularity {pop:.4f}"
+    else:
+        why = f"item co-occurrence {GATE_METRIC} {knn:.4f} < popularity {pop:.4f}"
     fingerprint = _fingerprint(lake.features(day) / "events")
-    version = f"popularity-{day.isoformat()}-{fingerprint[:8]}"
-    model = build_model("popularity").fit(load_interactions(lake.features(day)).in_splits("train", "valid"))
-    model.save(lake.models_root / version)
-    promote_baseline(
-        _db(settings), version=version, ds=day, kind="popularity", path=str(lake.models_root / version),
-        fingerprint=fingerprint,
-    )
-    return version
+    version = f"{kind}-{day.isoformat()}-{fingerprint[:8]}"
+    path = lake.models_root / version
+    # Fit on train + valid, as the baseline was in tonight's evaluation, so it serves what was measured.
+    build_model(kind).fit(load_interactions(lake.features(day)).in_splits("train", "valid")).save(path)
+    promote_baseline(_db(settings), version=version, ds=day, kind=kind, path=str(path), fingerprint=fingerprint)
+    name = "item co-occurrence" if kind == "cooc" else "popularity"
+    return version, f"{name} ({version}) serves, {why}"
 
 
 # --- 7. score --------------------------------------------------------------------------------

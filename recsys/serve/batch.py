@@ -33,15 +33,14 @@ from recsys.data.interactions import EVENT_CODE, Interactions, load_interactions
 from recsys.errors import ConfigError, InputError
 from recsys.lake import Lake
 from recsys.models import build_model, load_model
-from recsys.scoring import explain_factorised, is_factorised, rank_users
+from recsys.scoring import explain_by_vectors, is_factorised, rank_users
 from recsys.serve.similar import lists_table, similar_items, write_similar
 
 log = logging.getLogger(__name__)
 
 RECS_FILE = "recommendations.parquet"
 EXCLUDE_CHOICES = ("purchased", "seen", "none")
-# Items created less than this many days before ds count as new ("new for you").
-NEW_ITEM_DAYS = 7
+NEW_ITEM_DAYS = S.NEW_ITEM_DAYS
 POPULAR = "popular"
 NEW_FOR_YOU = "new for you"
 BECAUSE = "because of "
@@ -78,8 +77,8 @@ def load_catalogue(lake: Lake, day: dt.date) -> Catalogue:
     is_new = np.zeros(n, dtype=bool)
     stats = lake.features(day) / "item_stats"
     if stats.exists():
-        t = pads.dataset(stats, format="parquet").to_table(columns=[S.ITEM_IDX, "age_days"])
-        age = pc.fill_null(t.column("age_days"), NEW_ITEM_DAYS).to_numpy(zero_copy_only=False)
+        t = pads.dataset(stats, format="parquet").to_table(columns=[S.ITEM_IDX, S.AGE_DAYS])
+        age = pc.fill_null(t.column(S.AGE_DAYS), NEW_ITEM_DAYS).to_numpy(zero_copy_only=False)
         is_new[t.column(S.ITEM_IDX).to_numpy()] = age < NEW_ITEM_DAYS
     elif S.CREATED_AT in items.column_names:
         midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc) + dt.timedelta(days=1)
@@ -122,9 +121,12 @@ def _reasons(model, seqs: list[np.ndarray], items: np.ndarray, scores: np.ndarra
     """(U, K) object array of reasons for ranked lists."""
     n, k = items.shape
     out = np.full((n, k), POPULAR, dtype=object)
-    if is_factorised(model):
-        because = explain_factorised(model, seqs, items, block_users)
-        ok = because >= 0
+    # A model's own explanation vectors, else a factorised model's item vectors: one blocked pass.
+    explain_vectors = getattr(model, "explain_vectors", None)
+    vectors = explain_vectors() if callable(explain_vectors) else model.item_vectors() if is_factorised(model) else None
+    if vectors is not None:
+        because = explain_by_vectors(vectors, seqs, items, block_users)
+        ok = (because >= 0) & np.isfinite(scores)
         out[ok] = np.char.add(BECAUSE, cat.item_ids[because[ok]].astype(str)).astype(object)
         return out
     lengths = np.isfinite(scores).sum(axis=1)
@@ -178,10 +180,11 @@ def score_all_users(
     ).astype(str)
 
     seqs = [histories[int(u)] for u in warm]
+    behaviours = data.event_histories()
     excl = _exclusions(data, warm, exclude)
     ranking = rank_users(
         model, seqs, k, exclude=excl, blocked=cat.blocked, block_users=block_users, device=device,
-        diversity_lambda=diversity_lambda, category=category,
+        diversity_lambda=diversity_lambda, category=category, events=[behaviours[int(u)] for u in warm],
     )
     reasons = _reasons(model, seqs, ranking.items, ranking.scores, cat, block_users)
     _mark_new(reasons, ranking.items, ranking.scores, seqs, cat)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +79,7 @@ class TextEncoder:
         order = np.argsort([-len(t) for t in texts], kind="stable")
         starts = range(0, len(texts), self.batch_size)
         with torch.inference_mode():
-            for s in tqdm(starts, desc="encode item text", disable=not progress, unit="batch"):
+            for s in tqdm(starts, desc="encode item text", disable=not progress or not sys.stderr.isatty(), unit="batch"):
                 idx = order[s : s + self.batch_size]
                 batch = self.tokenizer(
                     [texts[i] for i in idx],

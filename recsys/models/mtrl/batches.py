@@ -115,6 +115,7 @@ class Windows:
     rating: np.ndarray  # (W, T) float32 rating of the next step, NaN where none
     done: np.ndarray  # (W, T) bool: the next step is the user's last (terminal)
     boot: np.ndarray  # (W, T) bool: the next state is position t+1 of this window
+    last_ts: np.ndarray  # (W,) int64 µs of the newest step the window predicts (a warm start's cut)
 
     def __len__(self) -> int:
         return len(self.length)
@@ -139,6 +140,7 @@ def make_windows(steps: Steps, max_len: int, stride: int, n_gap_buckets: int, re
     done = np.zeros((W, T), bool)
     boot = np.zeros((W, T), bool)
     length = np.zeros(W, np.int64)
+    last_ts = np.zeros(W, np.int64)
     gaps_of: dict[int, np.ndarray] = {}
     for w, (s0, n, lo, hi) in enumerate(spans):
         if s0 not in gaps_of:
@@ -156,7 +158,8 @@ def make_windows(steps: Steps, max_len: int, stride: int, n_gap_buckets: int, re
         done[w, :L] = pos + 1 == n - 1
         boot[w, :L] = (pos + 1 < hi) & ~done[w, :L]
         length[w] = L
-    return Windows(out["item"], out["btype"], out["gap"], length, target, t_type, rew, rat, done, boot)
+        last_ts[w] = steps.ts[s0 + hi]
+    return Windows(out["item"], out["btype"], out["gap"], length, target, t_type, rew, rat, done, boot, last_ts)
 
 
 def encode_histories(

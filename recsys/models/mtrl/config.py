@@ -7,6 +7,7 @@ the preset.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields, replace
 
 from recsys.errors import ConfigError
@@ -94,6 +95,15 @@ class MTRLConfig:
     memory: bool = True
     # Weight (exponent) of the memory's distribution, >= 0; -1 = chosen on the validation cases.
     memory_weight: float = -1.0
+    # Serve what the Q head, the behaviour heads and a popularity prior add (blend.py), each
+    # weighted as the validation cases' expected reward says; off serves the ranking head
+    # (with the memory).
+    reward_blend: bool = True
+    # Gain of a validation target that was only viewed, against a purchase's reward (1.0):
+    # attention is worth something, and with 0 the choice would ignore most of the log.
+    gain_floor: float = 0.1
+    # The prior counts distinct users per item over the last week, as the popularity baseline.
+    prior_days: int = 7
 
     # --- optimisation ---
     # A step holds at most 256 windows (SASRec's batch) and 2048 predicted positions: that
@@ -117,6 +127,14 @@ class MTRLConfig:
     refit_epochs: int = 1
     # Epochs without a validation gain before stopping; dev curves are noisy at 1-2 epochs.
     patience: int = 5
+    # Epochs of a warm start (a compatible champion given): the champion already fits the older
+    # windows, so a few passes over what is new since it trained reach its quality at a fraction
+    # of a full run; early stopping on validation still keeps the best of them.
+    warm_epochs: int = 3
+    # Share of the older windows a warm start replays beside the new ones: fine-tuning on the
+    # newest days alone drifts towards them and forgets the rest (catastrophic forgetting); a
+    # seeded fifth keeps the whole log's distribution in every epoch at a fifth of its cost.
+    replay_share: float = 0.2
     # Validation users ranked per epoch (a fixed subset above this): a 5,000-user subset
     # misjudged Toys models by up to 0.007 NDCG (2-3 standard errors); all 19k cost ~3 s.
     eval_users: int = 20_000
@@ -140,6 +158,7 @@ class MTRLConfig:
             (self.n_gap_buckets >= 2, "n_gap_buckets must be at least 2"),
             (self.batch_size >= 1 and self.lr > 0, "batch_size >= 1 and lr > 0"),
             (self.refit_epochs >= 0, "refit_epochs must be >= 0"),
+            (self.warm_epochs >= 1 and 0.0 <= self.replay_share <= 1.0, "warm_epochs >= 1 and replay_share in [0, 1]"),
             (self.score_head == "rank" or self.q_head, "score_head q/blend needs q_head"),
             (self.memory_weight == -1.0 or self.memory_weight >= 0.0, "memory_weight must be -1 (auto) or >= 0"),
         ]
@@ -174,7 +193,7 @@ PRESETS: dict[str, dict] = {
     # SASRec trained with full-catalogue cross-entropy: ids only, one task, no side inputs.
     "sasrec_ce": {
         "item_repr": "id", "q_head": False, "sac": False, "behaviour_heads": False,
-        "rating_head": False, "side_inputs": False, "memory": False,
+        "rating_head": False, "side_inputs": False, "memory": False, "reward_blend": False,
     },
 }
 
@@ -188,3 +207,13 @@ def make_config(preset: str = "full", **overrides) -> MTRLConfig:
 
 def with_changes(cfg: MTRLConfig, **changes) -> MTRLConfig:
     return replace(cfg, **changes)
+
+
+def parse_setting(kv: str) -> tuple[str, object]:
+    """`KEY=VALUE` from a command line -> (key, value), the value read as JSON when it is JSON
+    (numbers, booleans, lists) and kept as a string otherwise."""
+    key, _, raw = kv.partition("=")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw

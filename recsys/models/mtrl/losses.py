@@ -48,12 +48,6 @@ def sampled_ce(
     return F.cross_entropy(logits, torch.zeros_like(target), reduction="none")
 
 
-def double_q_next(q_online_next: torch.Tensor, q_target_next: torch.Tensor) -> torch.Tensor:
-    """Double Q (van Hasselt 2016): Q_target(s', argmax_a Q_online(s', a)). (N, I) x2 -> (N,)."""
-    a_star = q_online_next.argmax(-1, keepdim=True)
-    return q_target_next.gather(-1, a_star).squeeze(-1)
-
-
 def td_target(reward: torch.Tensor, done: torch.Tensor, next_value: torch.Tensor, gamma: float) -> torch.Tensor:
     """TD(0) target y = r + gamma (1 - done) V(s'), with no gradient. All (N,) -> (N,)."""
     return (reward + gamma * (1.0 - done.to(reward.dtype)) * next_value).detach()

@@ -7,8 +7,8 @@
 p_mem is the item-kNN model's co-occurrence score of i for the history (items that followed
 the user's last items closely in other users' sequences), normalised to sum to one. This is a
 product of experts (Hinton 2002): an item ranks high when both the network and the memory
-give it mass, and the weight w, chosen on the validation cases (never on test), says how
-sharp the memory's vote is. A linear mixture of the two distributions (kNN-LM, Khandelwal et
+give it mass, and the weight w, chosen on the validation cases with the served blend's other
+weights (blend.py, never on test), says how sharp the memory's vote is. A linear mixture of the two distributions (kNN-LM, Khandelwal et
 al. 2020) was measured too and barely moved the ranking: the network's distribution is the
 sharper one, so its top items stay on top until the memory weighs 0.9 (docs/MODEL.md).
 
@@ -31,12 +31,8 @@ import numpy as np
 import torch
 
 from recsys.data.interactions import Interactions
-from recsys.evaluate.metrics import ranking_report
-from recsys.evaluate.protocol import EvalCases
 from recsys.models.cooc import CooccurrenceModel
 
-# Weights tried on the validation cases; 0 (the network alone) is always a candidate.
-WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0)
 # The memory's floor: an item it has no evidence for scores as if it had this probability.
 EPS = 1e-6
 
@@ -90,29 +86,3 @@ class ItemMemory:
 
 def _combine(logp: torch.Tensor, memory_log: torch.Tensor, weight: float) -> torch.Tensor:
     return logp if weight <= 0 else logp + weight * memory_log
-
-
-def choose_weight(
-    score_fn, memory: ItemMemory, cases: EvalCases, weights=WEIGHTS, k: int = 10, block: int = 1024
-) -> tuple[float, dict[float, float]]:
-    """The weight with the best NDCG@k on `cases` (ties go to the smaller weight) and NDCG@k of each.
-
-    score_fn: histories -> (B, I) network scores. Already-seen items are excluded, as in the
-    project's evaluation.
-    """
-    tops: list[list[np.ndarray]] = [[] for _ in weights]
-    for lo in range(0, len(cases.histories), block):
-        hist = cases.histories[lo : lo + block]
-        logp = torch.log_softmax(torch.from_numpy(np.asarray(score_fn(hist), np.float32)), dim=1)
-        m = torch.from_numpy(memory.log_scores(hist, logp.shape[1]))
-        rows = np.concatenate([np.full(len(e), r) for r, e in enumerate(cases.exclude[lo : lo + block])] or [np.zeros(0, int)])
-        cols = np.concatenate(list(cases.exclude[lo : lo + block]) or [np.zeros(0, int)])
-        keep = cols < logp.shape[1]
-        seen = (torch.from_numpy(rows[keep].astype(np.int64)), torch.from_numpy(cols[keep].astype(np.int64)))
-        for j, w in enumerate(weights):
-            mixed = _combine(logp, m, w)
-            mixed[seen] = -float("inf")
-            tops[j].append(torch.topk(mixed, min(k, mixed.shape[1]), dim=1).indices.numpy())
-    ndcg = {float(w): float(ranking_report(np.concatenate(t), cases.targets, ks=(k,))[f"ndcg@{k}"]) for w, t in zip(weights, tops)}
-    best = max(ndcg, key=lambda w: (round(ndcg[w], 10), -w))
-    return best, ndcg

@@ -225,6 +225,19 @@ class MTRLNet(nn.Module):
         return q if head == "q" else last + blend * q
 
     @torch.no_grad()
+    def last_states(self, items: torch.Tensor, btype: torch.Tensor, gap: torch.Tensor, length: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, T) histories + lengths (B,) -> the last state's vector per head, each (B, D), with
+        scores u . E_a: `rank` (logits), `q` (advantage), `ctr` and `cvr` (ESMM logits)."""
+        h = self.encode(items, btype, gap)  # (B, T, D)
+        last = h[torch.arange(len(length), device=h.device), length - 1]  # (B, D)
+        out = {"rank": last}
+        if self.q_proj is not None:
+            out["q"] = self.q_proj(last)
+        if self.ctr is not None:
+            out["ctr"], out["cvr"] = self.ctr(last), self.cvr(last)
+        return out
+
+    @torch.no_grad()
     def predict(self, items: torch.Tensor, btype: torch.Tensor, gap: torch.Tensor, length: torch.Tensor, head: str = "rank", blend: float = 1.0) -> torch.Tensor:
         """(B, T) histories + lengths (B,) -> (B, I) scores of the next item from the last state."""
         return self.user_vectors(items, btype, gap, length, head, blend) @ self.item_table().T

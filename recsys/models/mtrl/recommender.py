@@ -5,9 +5,11 @@
     scores = model.score(histories)              # (B, n_items) float32
     model.save(folder); load_model(folder)       # model.json + weights.safetensors (+ memory/)
 
-With the item memory on (the default, memory.py) scores are the network's next-item
-log-probabilities plus the memory's weighted log-probabilities; without it they are the
-network's scores, and the scoring fast path (user vectors x item vectors) applies.
+The served score (blend.py) is the ranking head's next-item log-probability plus, with
+weights chosen on the validation cases by expected reward, the item memory (memory.py), the
+Q head's advantage, the behaviour heads' log pCTCVR and a popularity prior for short
+histories. Where every weight is 0 the score is the ranking head's alone, and the scoring
+fast path (user vectors x item vectors) applies.
 """
 
 from __future__ import annotations
@@ -24,18 +26,27 @@ from recsys.errors import ConfigError
 from recsys.models.base import write_meta
 from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
 from recsys.models.mtrl.config import make_config, with_changes
-from recsys.models.mtrl.memory import ItemMemory, choose_weight
-from recsys.models.mtrl.train import effective_config, history_vectors, item_vectors, score_histories, train
+from recsys.models.mtrl.blend import Blend, choice_users, choose_blend, combine, network_parts, popularity_log, target_gains
+from recsys.models.mtrl.memory import ItemMemory
+from recsys.models.mtrl.inference import history_vectors, item_vectors, score_histories
+from recsys.models.mtrl.train import effective_config, train
 
 
 log = logging.getLogger(__name__)
 MEMORY_DIR = "memory"
+PRIOR_FILE = "prior.npy"
 # Memory weight when there are no validation cases to choose one on.
 FALLBACK_MEMORY_WEIGHT = 1.0
+DAY_US = 86_400_000_000
+# The prior's window widens until it holds at least this share of the log (thin recent days).
+PRIOR_MIN_SHARE = 0.1
 
 
 class MTRLModel:
     kind = "mtrl"
+    # score() and user_vectors() take each history step's behaviour (recsys.scoring.reads_events):
+    # the encoder was trained on them, and a history of views only reads differently.
+    reads_events = True
 
     def __init__(self, preset: str = "full", text_path: str | None = None, init_from: str | None = None, **overrides):
         """preset: full | no_text | no_q | no_behaviour | no_memory | sasrec_ce; overrides: MTRLConfig fields.
@@ -49,7 +60,8 @@ class MTRLModel:
         self.net = None
         self.meta: dict = {}
         self.memory: ItemMemory | None = None
-        self.memory_weight = 0.0
+        self.blend = Blend()
+        self.prior: np.ndarray | None = None  # (I,) log p_pop, see blend.py
 
     # --- training ---
     def fit(
@@ -63,32 +75,51 @@ class MTRLModel:
         art = train(self.cfg, train_data, valid, text=text, init=init, out_dir=out_dir)
         self.net, self.meta = art.net, art.meta
         if self.cfg.memory:
-            # Before the refit: the weight is chosen on `valid`, which the refit then learns from.
-            self._fit_memory(train_data, valid)
+            self.memory = ItemMemory.fit(train_data)
+        if self.cfg.reward_blend:
+            self.prior = popularity_log(prior_counts(train_data, self.cfg.prior_days, self.net.n_items))
+        # Before the refit: the weights are chosen on `valid`, which the refit then learns from.
+        self._choose_blend(valid)
         if refit_data is not None and self.cfg.refit_epochs > 0:
             more = with_changes(self.net.cfg, max_epochs=self.cfg.refit_epochs, max_steps=0)
-            refit = train(more, refit_data, None, text=text, init=(self.net, self.meta), progress=False)
+            # Every window, not a warm start's share. self.meta keeps the early-stopped run's
+            # data_end_us: a day seen in one refit epoch only is still new to the next warm start.
+            refit = train(more, refit_data, None, text=text, init=(self.net, self.meta), progress=False, fine_tune=False)
             self.net = refit.net
             self.meta["refit"] = {"epochs": self.cfg.refit_epochs, "interactions": int(len(refit_data.item)),
                                   "seconds": refit.meta.get("seconds")}  # fmt: skip
-        if refit_data is not None and self.memory is not None:
-            self.memory = ItemMemory.fit(refit_data)  # it counts the refit log too, keeping its weight
+        if refit_data is not None:
+            # The memory and the prior count the refit log too, keeping their weights.
+            if self.memory is not None:
+                self.memory = ItemMemory.fit(refit_data)
+            if self.prior is not None:
+                self.prior = popularity_log(prior_counts(refit_data, self.cfg.prior_days, self.net.n_items))
         return self
 
-    def _fit_memory(self, train_data: Interactions, valid) -> None:
-        """Build the item memory on the training log and choose its weight on `valid`, where the
-        network's own early-stopping choice was made."""
-        self.memory = ItemMemory.fit(train_data)
-        if self.cfg.memory_weight >= 0:
-            weight, how = self.cfg.memory_weight, "configured"
-        elif valid is not None and len(valid.histories):
-            weight, table = choose_weight(self._network_scores, self.memory, valid)
-            how = {f"{w:g}": round(v, 5) for w, v in table.items()}
+    def _choose_blend(self, valid) -> None:
+        """The served score's weights (blend.py), chosen on `valid` where the network's own
+        early-stopping choice was made; configured or fallback values where there is none."""
+        fixed_memory = self.cfg.memory_weight if self.cfg.memory_weight >= 0 else None
+        if self.memory is None:
+            fixed_memory = 0.0
+        if valid is None or not len(valid.histories) or not (self.cfg.reward_blend or fixed_memory is None):
+            memory = FALLBACK_MEMORY_WEIGHT if fixed_memory is None else fixed_memory
+            self.blend = Blend(memory=memory, chosen_on={"note": "no validation cases or nothing to choose"})
         else:
-            weight, how = FALLBACK_MEMORY_WEIGHT, "no validation cases: fallback"
-        self.memory_weight = float(weight)
-        self.meta["memory"] = {"weight": self.memory_weight, "valid_ndcg@10": how}
-        log.info("mtrl: item memory weight %.2f (%s)", self.memory_weight, how)
+            n = choice_users(len(valid.users), self.net.n_items, 5)
+            keep = np.zeros(len(valid.users), bool)
+            keep[np.random.default_rng(self.cfg.seed).choice(len(valid.users), n, replace=False)] = True
+            cases = valid.subset(keep)
+            parts = network_parts(self.net, cases.histories, self.meta.get("default_type", 0), cases.history_events)
+            if not self.cfg.reward_blend:
+                parts = {"rank": parts["rank"]}
+            memory_log = self.memory.log_scores(cases.histories, self.net.n_items) if fixed_memory is None else None
+            gains = target_gains(cases, self.cfg.rewards, self.cfg.gain_floor)
+            self.blend = choose_blend(parts, cases, gains, memory_log, self.prior)
+            if fixed_memory is not None:
+                self.blend.memory = fixed_memory
+        self.meta["blend"] = self.blend.to_dict()
+        log.info("mtrl: served blend %s", {k: v for k, v in self.meta["blend"].items() if k != "chosen_on"})
 
     def effective_config(self, train_data: Interactions) -> tuple[dict, list[str]]:
         """The settings `fit` would train with on this data, and why any differ from the preset."""
@@ -112,36 +143,51 @@ class MTRLModel:
             raise ConfigError("mtrl: model is not trained or loaded")
         return self.net
 
-    def score(self, histories: list[np.ndarray]) -> np.ndarray:
-        """(B,) item_idx histories -> (B, n_items); every step is taken as the most common behaviour."""
-        return self.score_events(histories, None)
+    def score(self, histories: list[np.ndarray], events: list[np.ndarray] | None = None) -> np.ndarray:
+        """(B,) item_idx histories -> (B, n_items); without `events` (each step's behaviour)
+        every step is taken as the most common behaviour."""
+        return self.score_events(histories, events)
 
     def score_events(self, histories: list[np.ndarray], events: list[np.ndarray] | None, ts: list[np.ndarray] | None = None) -> np.ndarray:
         """As score(), with each step's behaviour (schema.EVENT_TYPES index) and optional µs timestamps."""
-        scores = self._network_scores(histories, events, ts)
+        histories = list(histories)
         if self.factorised:
-            return scores
-        return self.memory.mix(scores, list(histories), self.memory_weight)
+            return score_histories(self._ready(), histories, events, ts, default_type=self.meta.get("default_type", 0))
+        parts = network_parts(self._ready(), histories, self.meta.get("default_type", 0), events, ts)
+        width = parts["rank"].shape[1]
+        memory_log = self.memory.log_scores(histories, width) if self.memory is not None and self.blend.memory > 0 else None
+        lengths = np.array([len(h) for h in histories])
+        return combine(parts, self.blend, lengths, memory_log, self.prior)
 
-    def _network_scores(self, histories, events=None, ts=None) -> np.ndarray:
-        net = self._ready()
-        return score_histories(net, list(histories), events, ts, default_type=self.meta.get("default_type", 0))
+    @property
+    def memory_weight(self) -> float:
+        return self.blend.memory if self.memory is not None else 0.0
 
     def network_only(self) -> "MTRLModel":
-        """This model without its item memory: the network's own ranking (the same weights)."""
+        """This model's ranking head alone: no memory, no reward blend (the same weights)."""
+        return self.with_blend(Blend())
+
+    def with_blend(self, blend: Blend) -> "MTRLModel":
+        """A view of this model serving `blend` instead of the chosen one (the same network)."""
         view = copy.copy(self)
-        view.memory, view.memory_weight = None, 0.0
-        view.cfg = with_changes(self.cfg, memory=False)
+        view.blend = blend
+        if blend.memory <= 0:
+            view.memory = None
+            view.cfg = with_changes(self.cfg, memory=False)
         return view
 
     @property
     def factorised(self) -> bool:
-        """Whether scores are user_vectors @ item_vectors.T (so the fast path applies)."""
-        return self.memory is None or self.memory_weight <= 0
+        """Whether scores are user_vectors @ item_vectors.T (so the fast path applies): no term
+        of the blend beside the ranking head is active."""
+        b = self.blend
+        memory = self.memory is not None and b.memory > 0
+        prior = self.prior is not None and any(w > 0 for w in b.pop)
+        return not (memory or prior or b.q > 0 or b.buy > 0)
 
     # the scoring fast path (recsys.scoring.Factorised): score = user_vectors @ item_vectors.T
-    def user_vectors(self, histories: list[np.ndarray]) -> np.ndarray:
-        return history_vectors(self._ready(), list(histories), default_type=self.meta.get("default_type", 0))
+    def user_vectors(self, histories: list[np.ndarray], events: list[np.ndarray] | None = None) -> np.ndarray:
+        return history_vectors(self._ready(), list(histories), events, default_type=self.meta.get("default_type", 0))
 
     def item_vectors(self) -> np.ndarray:
         return item_vectors(self._ready())
@@ -153,6 +199,12 @@ class MTRLModel:
         if net.text_proj is not None and text.shape[1] != net.text.shape[1]:
             raise ConfigError(f"mtrl: text dim {text.shape[1]} != trained dim {net.text.shape[1]}")
         net.grow_items(max(len(text), net.n_items), text)
+
+    def explain_vectors(self) -> np.ndarray:
+        """(n_items, D) unit item vectors: a recommended item's reason is the history item closest
+        to it (cosine), computed for all users in blocks (recsys.scoring.explain_by_vectors)."""
+        with torch.no_grad():
+            return torch.nn.functional.normalize(self._ready().item_table(), dim=-1).numpy()
 
     def explain(self, history: np.ndarray, items: np.ndarray) -> list[str]:
         """Per item: the history step whose representation is closest (cosine) to it."""
@@ -175,6 +227,8 @@ class MTRLModel:
         save_checkpoint(path / WEIGHTS_FILE, self._ready(), self.meta)
         if self.memory is not None:
             self.memory.save(path / MEMORY_DIR)
+        if self.prior is not None:
+            np.save(path / PRIOR_FILE, self.prior)
 
     def load_state(self, path: Path) -> None:
         self.net, self.meta = load_checkpoint(Path(path) / WEIGHTS_FILE)
@@ -182,4 +236,17 @@ class MTRLModel:
         self.cfg = self.net.cfg
         mem = Path(path) / MEMORY_DIR
         self.memory = ItemMemory.load(mem) if self.cfg.memory and mem.is_dir() else None
-        self.memory_weight = float(self.meta.get("memory", {}).get("weight", 0.0)) if self.memory else 0.0
+        self.blend = Blend.from_dict(self.meta["blend"]) if "blend" in self.meta else Blend()
+        prior = Path(path) / PRIOR_FILE
+        self.prior = np.load(prior) if prior.exists() else None
+
+
+def prior_counts(data: Interactions, days: int, n_items: int) -> np.ndarray:
+    """Distinct users per item over the last `days` of `data`, the window widened to hold at
+    least PRIOR_MIN_SHARE of the interactions (public logs with thin recent days)."""
+    if not len(data.ts):
+        return np.zeros(n_items, np.float32)
+    cut = min(data.ts.max() - days * DAY_US, np.quantile(data.ts, 1.0 - PRIOR_MIN_SHARE))
+    recent = data.ts >= cut
+    pairs = np.unique(np.stack([data.item[recent].astype(np.int64), data.user[recent].astype(np.int64)]), axis=1)
+    return np.bincount(pairs[0], minlength=n_items)[:n_items].astype(np.float32)

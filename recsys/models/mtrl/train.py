@@ -1,18 +1,18 @@
 """train(cfg, data, ...) -> Artifact: the one training loop of the multi-task RL recommender.
 
 CPU or CUDA (bf16 autocast), deterministic on CPU for a seed, early stopping on validation
-NDCG@10, warm start from a champion checkpoint, and DDP when started by torchrun:
-
-    torchrun --nproc_per_node=2 -m recsys.models.mtrl.train \
-        --features var/lake/features/ds=2026-11-27 --out var/models/mtrl-dev --set max_epochs=5
+NDCG@10, warm start from a champion checkpoint (fine-tuning on what is new since it trained),
+and DDP when started by torchrun (the
+command line is `python -m recsys.models.mtrl`, see __main__.py). Scoring a trained network
+lives in inference.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +23,12 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from recsys.data.interactions import Interactions
-from recsys.evaluate.metrics import ranking_report
 from recsys.evaluate.protocol import EvalCases
-from recsys.models.mtrl.batches import CLICK, PURCHASE, Steps, Windows, encode_histories, make_windows, to_steps
+from recsys.models.mtrl.batches import CLICK, PURCHASE, Steps, Windows, make_windows, to_steps
 from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, fingerprint, save_checkpoint
 from recsys.models.mtrl.config import MTRLConfig, with_changes
+from recsys.models.mtrl.inference import evaluate
 from recsys.models.mtrl.model import MTRLNet
-from recsys.scoring import top_k
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +90,21 @@ def effective_config(cfg: MTRLConfig, data: Interactions, text: np.ndarray | Non
     return adapt_config(cfg, *training_windows(cfg, data), text)
 
 
+def warm_windows(cfg: MTRLConfig, win: Windows, champion: dict) -> tuple[np.ndarray, np.ndarray] | str:
+    """(new, replayed) window indices a warm start trains on: those predicting a step newer
+    than the champion's training data, and a seeded `replay_share` of the older ones. Where the
+    champion does not say when its data ended, or nothing is newer, why all windows train."""
+    end = champion.get("data_end_us")
+    if end is None:
+        return "warm start trains on all windows: the champion does not record data_end_us"
+    is_new = win.last_ts > end
+    if not is_new.any():
+        return "warm start trains on all windows: none predicts a step newer than the champion's data"
+    old = np.flatnonzero(~is_new)
+    replay = np.random.default_rng([cfg.seed, 1]).choice(old, round(cfg.replay_share * len(old)), replace=False)
+    return np.flatnonzero(is_new), np.sort(replay)
+
+
 def dist_setup(device: torch.device) -> tuple[int, int]:
     """(rank, world size); joins the process group when started by torchrun (or spawn)."""
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -133,74 +147,13 @@ def to_batch(win: Windows, idx: np.ndarray, device: torch.device, gap_dropout: f
     return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True) for k, v in arrays.items()}
 
 
-@torch.no_grad()
-def history_vectors(
-    net: MTRLNet,
-    histories: list[np.ndarray],
-    events: list[np.ndarray] | None = None,
-    ts: list[np.ndarray] | None = None,
-    default_type: int = 0,
-    block: int = 512,
-) -> np.ndarray:
-    """(B,) item_idx histories -> (B, D) float32 user vectors of the configured head."""
-    cfg = net.cfg
-    device = net.has_id.device
-    was_training = net.training
-    net.eval()
-    out = np.zeros((len(histories), cfg.d), np.float32)
-    for lo in range(0, len(histories), block):
-        sl = slice(lo, lo + block)
-        arrays = encode_histories(
-            histories[sl], None if events is None else events[sl], None if ts is None else ts[sl],
-            default_type, cfg.max_len, cfg.n_gap_buckets,
-        )
-        items, btype, gap, length = (torch.from_numpy(a).to(device) for a in arrays)
-        items = items.clamp(max=net.n_items - 1)  # unknown ids (newer than the model) cannot be embedded
-        u = net.user_vectors(items, btype, gap, length, cfg.score_head, cfg.blend_weight)
-        out[sl] = u.float().cpu().numpy()
-    net.train(was_training)
-    return out
-
-
-@torch.no_grad()
-def item_vectors(net: MTRLNet) -> np.ndarray:
-    """(n_items, D) float32 item table; scores are history_vectors @ item_vectors.T."""
-    return net.item_table().float().cpu().numpy()
-
-
-def score_histories(net: MTRLNet, histories, events=None, ts=None, default_type: int = 0) -> np.ndarray:
-    """(B,) item_idx histories -> (B, n_items) float32 scores with the configured head."""
-    return history_vectors(net, histories, events, ts, default_type) @ item_vectors(net).T
-
-
-class _Scorer:
-    """The Recommender face of a bare network (score and the factorised fast path), for top_k."""
-
-    def __init__(self, net: MTRLNet, default_type: int):
-        self.net, self.default_type = net, default_type
-
-    def score(self, histories):
-        return score_histories(self.net, histories, default_type=self.default_type)
-
-    def user_vectors(self, histories):
-        return history_vectors(self.net, histories, default_type=self.default_type)
-
-    def item_vectors(self):
-        return item_vectors(self.net)
-
-
-def evaluate(net: MTRLNet, cases: EvalCases, default_type: int, k: int = 10) -> dict[str, float]:
-    """NDCG@k / HR@k ranking the full catalogue, history items excluded (the project protocol)."""
-    items, _ = top_k(_Scorer(net, default_type), cases.histories, k, exclude=cases.exclude)
-    rep = ranking_report(items, cases.targets, ks=(k,))
-    return {f"ndcg@{k}": rep[f"ndcg@{k}"], f"hr@{k}": rep[f"hr@{k}"]}
-
-
 def _subset(cases: EvalCases, n: int, seed: int) -> EvalCases:
     if len(cases.histories) <= n:
         return cases
     keep = np.sort(np.random.default_rng(seed).choice(len(cases.histories), n, replace=False))
-    return EvalCases(cases.users[keep], *[[lst[i] for i in keep] for lst in (cases.histories, cases.targets, cases.exclude)])
+    mask = np.zeros(len(cases.histories), bool)
+    mask[keep] = True
+    return cases.subset(mask)
 
 
 # ------------------------------------------------------------------ the loop
@@ -214,12 +167,15 @@ def train(
     init: tuple[MTRLNet, dict] | None = None,
     out_dir: Path | None = None,
     progress: bool = True,
+    fine_tune: bool = True,
 ) -> Artifact:
     """Train on every interaction of `data`; stop early on `valid` NDCG@10 when given.
 
     text: (n_text, Dt) float32 item vectors, row i = item_idx i (zeros = no text).
     init: a (network, metadata) champion to warm-start from; its items keep their vectors,
-    items new since then start from their text. out_dir: best checkpoint written there.
+    items new since then start from their text. With `fine_tune`, a compatible champion trains
+    on `warm_windows` for at most `warm_epochs`; without it (the refit), on every window.
+    out_dir: best checkpoint written there.
     """
     t_start = time.perf_counter()
     device = pick_device(cfg.device)
@@ -240,7 +196,10 @@ def train(
 
     # --- model: fresh, or the champion grown to tonight's catalogue ---
     text_t = None if text is None else torch.from_numpy(np.asarray(text, np.float32))
-    net = _build(cfg, n_items, text_t, init, notes)
+    net = _warm(cfg, n_items, text_t, init, notes) if init is not None else None
+    warm = net is not None
+    if net is None:
+        net = _fresh(cfg, n_items, text_t)
     seen = np.bincount(steps.item, minlength=n_items)[:n_items] > 0
     net.has_id = torch.maximum(net.has_id, torch.from_numpy(seen).float())
     ratings = steps.rating[~np.isnan(steps.rating)]
@@ -258,22 +217,35 @@ def train(
     amp = device.type == "cuda" and cfg.amp
     local_rng = np.random.default_rng([cfg.seed, rank])  # gap dropout of this rank
     eval_cases = _subset(valid, cfg.eval_users, cfg.seed) if valid is not None and len(valid.histories) else None
+    # The proposal, q_range and heads above come from every window; only the epochs shrink.
+    pool, max_epochs, warm_start = np.arange(len(win)), cfg.max_epochs, None
+    if warm and fine_tune:
+        picked = warm_windows(cfg, win, init[1])
+        if isinstance(picked, str):
+            notes.append(picked)
+        else:
+            new, replay = picked
+            pool, max_epochs = np.concatenate([new, replay]), min(cfg.max_epochs, cfg.warm_epochs)
+            warm_start = {"new_windows": len(new), "replay_windows": len(replay)}
+            notes.append(f"warm start fine-tunes on {len(new)} new and {len(replay)} replayed of {len(win)} windows")
 
     meta = {
         "fingerprint": fingerprint(data), "n_windows": len(win), "n_steps": int(len(steps.item)),
         "default_type": default_type, "notes": notes, "history": [], "world_size": world,
         "device": str(device), "tasks": list(net.tasks),
+        # The newest step this run learns from: the next warm start's new windows come after it.
+        "data_end_us": int(steps.ts.max()),
     }
     best, best_state, bad, step, epoch = -1.0, None, 0, 0, 0
     curve: list[tuple[int, torch.Tensor]] = []  # (step, total loss) every 10 steps
-    for epoch in range(1, cfg.max_epochs + 1):
+    for epoch in range(1, max_epochs + 1):
         t0 = time.perf_counter()
         # the same global batches on every rank (shared rng); each rank takes its share
-        batches = length_batches(rng.permutation(len(win)), win.length, cfg.batch_size, cfg.batch_positions, rng)
+        batches = length_batches(rng.permutation(pool), win.length, cfg.batch_size, cfg.batch_positions, rng)
         batches = [b[rank::world] for b in batches if len(b) >= world]
         sums: dict[str, torch.Tensor] = {}  # on the device: no host sync per step
         net.train()
-        bar = tqdm(batches, desc=f"mtrl epoch {epoch}", disable=not progress or rank != 0, leave=False, unit="batch")
+        bar = tqdm(batches, desc=f"mtrl epoch {epoch}", disable=not progress or rank != 0 or not sys.stderr.isatty(), leave=False, unit="batch")
         for idx in bar:
             # schedule
             for g in opt.param_groups:
@@ -310,7 +282,7 @@ def train(
             row["weights"] = net.task_weights.weights()
 
         # eval (rank 0) and early stopping, decided together on every rank
-        stop = epoch == cfg.max_epochs or step == cfg.max_steps
+        stop = epoch == max_epochs or step == cfg.max_steps
         if eval_cases is not None:
             score = torch.zeros(2, device=device)
             if rank == 0:
@@ -343,6 +315,8 @@ def train(
     if world > 1 and eval_cases is not None:  # rank 0 alone restored its best weights: share them
         for t in net.state_dict().values():
             dist.broadcast(t, 0)
+    if warm_start is not None:
+        meta["warm_start"] = {**warm_start, "epochs": epoch}
     total = time.perf_counter() - t_start
     train_s = sum(r["seconds"] for r in meta["history"])
     meta.update(
@@ -358,61 +332,27 @@ def _cpu_state(net: MTRLNet) -> dict:
 
 
 def _build(cfg: MTRLConfig, n_items: int, text: torch.Tensor | None, init, notes: list[str]) -> MTRLNet:
-    text_dim = 0 if text is None else text.shape[1]
-    if init is not None:
-        old, _ = init
-        net = MTRLNet(cfg, old.n_items, text_dim)
-        try:
-            net.load_state_dict(old.state_dict(), strict=True)
-            net.grow_items(n_items, text)
-            notes.append(f"warm start: {old.n_items} items from the champion, {n_items - old.n_items} new from text")
-            return net
-        except RuntimeError as err:  # a different architecture: the champion cannot seed it
-            notes.append(f"warm start skipped, champion incompatible: {str(err).splitlines()[0]}")
-    net = MTRLNet(cfg, n_items, text_dim)
+    net = _warm(cfg, n_items, text, init, notes) if init is not None else None
+    return _fresh(cfg, n_items, text) if net is None else net
+
+
+def _warm(cfg: MTRLConfig, n_items: int, text: torch.Tensor | None, init, notes: list[str]) -> MTRLNet | None:
+    """The champion grown to `n_items`, or None (with a note) where it cannot seed `cfg`."""
+    old, _ = init
+    net = MTRLNet(cfg, old.n_items, 0 if text is None else text.shape[1])
+    try:
+        net.load_state_dict(old.state_dict(), strict=True)
+    except RuntimeError as err:  # a different architecture: the champion cannot seed it
+        notes.append(f"warm start skipped, champion incompatible: {str(err).splitlines()[0]}")
+        return None
+    net.grow_items(n_items, text)
+    notes.append(f"warm start: {old.n_items} items from the champion, {n_items - old.n_items} new from text")
+    return net
+
+
+def _fresh(cfg: MTRLConfig, n_items: int, text: torch.Tensor | None) -> MTRLNet:
+    net = MTRLNet(cfg, n_items, 0 if text is None else text.shape[1])
     net.has_id.zero_()  # filled from the training data by the caller
     if text is not None and net.text_proj is not None:
         net.text[: len(text)] = text[:n_items]
     return net
-
-
-# ------------------------------------------------------------------ torchrun entry point
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Train on a features folder (train split; valid split for early stopping); rank 0 saves."""
-    from recsys.data.interactions import load_interactions
-    from recsys.evaluate.protocol import validation_cases
-    from recsys.models.mtrl.recommender import MTRLModel
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--features", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--text", type=Path, default=None, help="item_text.npy, row i = item_idx i")
-    ap.add_argument("--preset", default="full")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    overrides = dict(parse_setting(kv) for kv in args.set)
-    model = MTRLModel(args.preset, text_path=str(args.text) if args.text else None, **overrides)
-    data = load_interactions(args.features)
-    model.fit(data.in_splits("train"), validation_cases(data))
-    if int(os.environ.get("RANK", 0)) == 0:
-        model.save(args.out)
-        print(model.meta.get("history", [])[-1] if model.meta.get("history") else {})
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def parse_setting(kv: str):
-    key, _, raw = kv.partition("=")
-    import json
-
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw
-
-
-if __name__ == "__main__":
-    main()
