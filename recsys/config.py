@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     # replayed share of the rest, instead of training from scratch: a fraction of the training
     # time at the same NDCG@10 (docs/BENCHMARKS.md, warm start). Off retrains from scratch.
     warm_start: bool = True
+    # mtrl only: minutes the train stage's training loop may take (early stopping usually ends
+    # sooner). An hour keeps a large night on a CPU inside a nightly window with room for the
+    # other stages; 0 = no limit.
+    train_budget_minutes: float = Field(60.0, ge=0.0)
     # `auto` picks CUDA when torch sees a GPU, else CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # One seed drives data generation, splits and training so runs are reproducible.

@@ -131,3 +131,15 @@ def test_refit_learns_the_interactions_early_stopping_held_out():
 
     without = build_model("mtrl", preset="no_text", max_epochs=2, **SMALL).fit(train_only, chain_cases(10))
     assert "refit" not in without.meta and without.net.has_id[10:].tolist() == [0.0, 0.0]
+
+
+def test_a_time_budget_stops_training_after_the_epoch_that_would_overrun_it():
+    data = funnel_data(n_users=60)
+    cfg = make_config(max_len=6, d=16, max_epochs=30, patience=30, budget_seconds=1e-6)
+    valid = EvalCases(np.arange(12), [np.array([(s + j) % 12 for j in range(3)]) for s in range(12)],
+                      [np.array([(s + 3) % 12]) for s in range(12)], [np.arange(0)] * 12)  # fmt: skip
+    art = train(cfg, data, valid, progress=False)
+    assert len(art.meta["history"]) == 1 and art.meta["budget_stop"] == {"epoch": 1, "budget_seconds": 1e-6}
+    assert any("budget" in n for n in art.meta["notes"])
+    unbounded = train(make_config(max_len=6, d=16, max_epochs=3, patience=30), data, valid, progress=False)
+    assert len(unbounded.meta["history"]) == 3 and "budget_stop" not in unbounded.meta

@@ -173,6 +173,8 @@ def train(ds, settings: Settings | None = None) -> dict:
                   "seed": settings.seed, "device": settings.device, "max_len": settings.max_seq_len}
         if settings.model_epochs:
             params["max_epochs"] = settings.model_epochs
+        if settings.train_budget_minutes:
+            params["budget_seconds"] = settings.train_budget_minutes * 60
         warm = _champion_path(settings, day) if settings.warm_start else None
         if warm:
             params["init_from"] = warm

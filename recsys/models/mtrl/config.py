@@ -127,6 +127,10 @@ class MTRLConfig:
     refit_epochs: int = 1
     # Epochs without a validation gain before stopping; dev curves are noisy at 1-2 epochs.
     patience: int = 5
+    # Seconds the training loop may take, refit included (0 = no limit): early stopping ends
+    # most runs first, but a large night on a CPU must still finish inside its window; the loop
+    # stops after the epoch that leaves too little time for another and the refit.
+    budget_seconds: float = 0.0
     # Epochs of a warm start (a compatible champion given): the champion already fits the older
     # windows, so a few passes over what is new since it trained reach its quality at a fraction
     # of a full run; early stopping on validation still keeps the best of them.

@@ -296,10 +296,16 @@ def train(
                         save_checkpoint(Path(out_dir) / WEIGHTS_FILE, net, {**meta, "history": meta["history"] + [row]})
                 else:
                     bad += 1
-                score[:] = torch.tensor([row["ndcg@10"], float(bad >= cfg.patience)])
+                row["best_ndcg@10"] = best
+                score[:] = torch.tensor([row["ndcg@10"], float(bad >= cfg.patience or _over_budget(cfg, t_start, seconds))])
             if world > 1:
                 dist.broadcast(score, 0)
             stop = stop or bool(score[1])
+        else:
+            stop = stop or _over_budget(cfg, t_start, seconds)
+        if stop and _over_budget(cfg, t_start, seconds) and epoch < max_epochs:
+            meta["budget_stop"] = {"epoch": epoch, "budget_seconds": cfg.budget_seconds}
+            notes.append(f"stopped at epoch {epoch}: another epoch and the refit would pass the {cfg.budget_seconds:g} s budget")
         meta["history"].append(row)
         if rank == 0:
             log.info("mtrl %s", " ".join(f"{k}={v}" for k, v in row.items()))
@@ -325,6 +331,14 @@ def train(
         seq_per_s=round(sum(r["seq_per_s"] for r in meta["history"]) / max(len(meta["history"]), 1), 1),
     )
     return Artifact(net.cpu().eval(), cfg, meta)
+
+
+def _over_budget(cfg: MTRLConfig, t_start: float, epoch_seconds: float) -> bool:
+    """Whether one more epoch, and the refit epochs after early stopping, would end past the
+    time budget (0 = none); epochs are about equally long, so the last one is the estimate."""
+    if cfg.budget_seconds <= 0:
+        return False
+    return time.perf_counter() - t_start + epoch_seconds * (1 + cfg.refit_epochs) > cfg.budget_seconds
 
 
 def _cpu_state(net: MTRLNet) -> dict:
