@@ -90,8 +90,9 @@ class Settings(BaseSettings):
     # mtrl only: upper bound on epochs (early stopping on validation NDCG@10 usually ends sooner).
     model_epochs: int | None = Field(None, ge=1)
     # mtrl only: fine-tune the serving mtrl champion on what is new since it trained, with a
-    # replayed share of the rest, instead of training from scratch: a fraction of the training
-    # time at the same NDCG@10 (docs/BENCHMARKS.md, warm start). Off retrains from scratch.
+    # replayed share of the rest, instead of training from scratch: on the demo log about a fifth
+    # of the training time at 0.99x the NDCG@10 (docs/BENCHMARKS.md, warm start). Off retrains
+    # from scratch.
     warm_start: bool = True
     # mtrl only: minutes the train stage's training loop may take (early stopping usually ends
     # sooner). An hour keeps a large night on a CPU inside a nightly window with room for the

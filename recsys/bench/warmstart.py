@@ -49,6 +49,8 @@ def _night(ds: dt.date, local, work: Path, previous: Path | None, overrides: dic
               "max_len": local.max_seq_len, **overrides}  # fmt: skip
     if local.model_epochs:
         params["max_epochs"] = local.model_epochs
+    if local.train_budget_minutes:
+        params["budget_seconds"] = local.train_budget_minutes * 60
 
     def fit(**extra):
         t0, c0 = time.perf_counter(), time.process_time()

@@ -297,13 +297,13 @@ def train(
                 else:
                     bad += 1
                 row["best_ndcg@10"] = best
-                score[:] = torch.tensor([row["ndcg@10"], float(bad >= cfg.patience or _over_budget(cfg, t_start, seconds))])
+                score[:] = torch.tensor([row["ndcg@10"], float(bad >= cfg.patience or _over_budget(cfg, t_start, seconds, len(win) / max(len(pool), 1)))])
             if world > 1:
                 dist.broadcast(score, 0)
             stop = stop or bool(score[1])
         else:
-            stop = stop or _over_budget(cfg, t_start, seconds)
-        if stop and _over_budget(cfg, t_start, seconds) and epoch < max_epochs:
+            stop = stop or _over_budget(cfg, t_start, seconds, len(win) / max(len(pool), 1))
+        if stop and _over_budget(cfg, t_start, seconds, len(win) / max(len(pool), 1)) and epoch < max_epochs:
             meta["budget_stop"] = {"epoch": epoch, "budget_seconds": cfg.budget_seconds}
             notes.append(f"stopped at epoch {epoch}: another epoch and the refit would pass the {cfg.budget_seconds:g} s budget")
         meta["history"].append(row)
@@ -333,12 +333,14 @@ def train(
     return Artifact(net.cpu().eval(), cfg, meta)
 
 
-def _over_budget(cfg: MTRLConfig, t_start: float, epoch_seconds: float) -> bool:
+def _over_budget(cfg: MTRLConfig, t_start: float, epoch_seconds: float, refit_scale: float = 1.0) -> bool:
     """Whether one more epoch, and the refit epochs after early stopping, would end past the
-    time budget (0 = none); epochs are about equally long, so the last one is the estimate."""
+    time budget (0 = none); epochs are about equally long, so the last one is the estimate,
+    scaled by `refit_scale` for the refit (a warm start's epochs cover only part of the windows
+    the refit passes over)."""
     if cfg.budget_seconds <= 0:
         return False
-    return time.perf_counter() - t_start + epoch_seconds * (1 + cfg.refit_epochs) > cfg.budget_seconds
+    return time.perf_counter() - t_start + epoch_seconds * (1 + cfg.refit_epochs * refit_scale) > cfg.budget_seconds
 
 
 def _cpu_state(net: MTRLNet) -> dict:
