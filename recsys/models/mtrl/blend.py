@@ -23,7 +23,7 @@ buckets' users while there are fewer than MIN_BUCKET_USERS).
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -208,10 +208,7 @@ def _choice_users(buckets: np.ndarray, b: int) -> np.ndarray:
 
 
 def _with(blend: Blend, axis: str, value) -> Blend:
-    d = blend.to_dict()
-    d[axis] = value
-    d["chosen_on"] = {}
-    return Blend.from_dict(d)
+    return replace(blend, **{axis: value}, chosen_on={})
 
 
 def choice_users(n_cases: int, n_items: int, n_parts: int) -> int:
