@@ -1,4 +1,4 @@
-"""Airflow on one machine with no setup: SQLite metadata under ./var/airflow, this project's dags/."""
+"""Airflow on one machine with no setup: SQLite metadata under ./var/airflow, this project's dags/ and plugins/."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ def airflow_env(home: Path, extra: dict | None = None) -> dict:
         {
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            # The recommendation explorer (plugins/recsys_explorer.py) in the api-server's UI.
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             # Two cores: a small pool of parallel tasks keeps Spark and torch from fighting.
             "AIRFLOW__CORE__PARALLELISM": "4",
@@ -117,7 +119,10 @@ def server_env(
     passwords = home / "simple_auth_manager_passwords.json"
     passwords.write_text(json.dumps({user: password}) + "\n")
     passwords.chmod(0o600)
-    secret = hashlib.sha256(f"{home}:{password}".encode()).hexdigest()
+    # 64 bytes each: the JWT signature is HMAC-SHA512 when Airflow guesses the algorithm from a
+    # shared secret, and RFC 7518 wants a key at least as long as the hash.
+    secret_key = hashlib.sha512(f"api:{home}:{password}".encode()).hexdigest()[:64]
+    jwt_secret = hashlib.sha512(f"jwt:{home}:{password}".encode()).hexdigest()[:64]
     base = f"http://127.0.0.1:{port}"
     env = {
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -129,8 +134,8 @@ def server_env(
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__API__SECRET_KEY": secret[:32],
-        "AIRFLOW__API_AUTH__JWT_SECRET": secret[32:],
+        "AIRFLOW__API__SECRET_KEY": secret_key,
+        "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
         # No scheduled runs when only backfills are wanted (tests, a one-off catch-up).
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(use_job_schedule),
         # A new or edited DAG file shows up within seconds rather than minutes.

@@ -20,10 +20,11 @@ from recsys import schema as S
 from recsys.config import Settings
 from recsys.data.interactions import load_interactions
 from recsys.errors import ConfigError
-from recsys.evaluate.offline import context_for, evaluate_model, format_table, item_side_info
+from recsys.evaluate.offline import context_for, evaluate_model, item_side_info
 from recsys.evaluate.protocol import temporal_cases, validation_cases
 from recsys.lake import Lake
 from recsys.models.mtrl.blend import Blend
+from recsys.tables import metric_table
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +62,21 @@ def prepare(fmt: str, path: Path, protocol: str, settings: Settings, work: Path)
     from recsys.pipeline import stages
 
     lake_root = work / "lake"
+    log.info("importing %s from %s", fmt, path)
     if fmt == SYNTHETIC:
         summary = _generate(path, lake_root, settings.seed)
     else:
-        summary = import_dataset(fmt, Path(path), lake_root)
+        summary = import_dataset(fmt, Path(path), lake_root, max_bad_row_share=settings.max_bad_row_share)
     ds = dt.date.fromisoformat(str(summary["end_date"]))
     # Public logs span years: the history window must cover all of them.
     span = (ds - dt.date.fromisoformat(str(summary["start_date"]))).days + 1
     # Public logs are bursty day to day; the volume alarm is for nightly feeds, not for them.
     local = settings.model_copy(update={"lake_root": lake_root, "history_days": max(span, 2), "max_volume_drop": 1.0})
+    log.info("stage validate")
     stages.validate(ds, local)
+    log.info("stage features (%s split)", protocol)
     stages.features(ds, local, split_mode=protocol)
+    log.info("stage encode (item text)")
     stages.encode(ds, local)
     return ds, Lake(lake_root), local
 
@@ -122,7 +127,9 @@ def run_benchmark(
     text_path = lake.embeddings(ds) / "item_text.npy"
     results: dict[str, dict] = {}
     trained: list[tuple[dict, str, object]] = []  # (effective config, name, model) of each neural run
-    for name in models:
+    log.info("%d interactions, %d items, %d test users", len(data.item), data.n_items, len(test.users))
+    for i, name in enumerate(models, 1):
+        log.info("model %s (%d of %d)", name, i, len(models))
         model = _build(name, text_path if text_path.exists() else None, overrides or {}, protocol)
         same, network = None, None
         if name in NEURAL_PRESETS:
@@ -223,11 +230,11 @@ def print_report(result: dict) -> None:
         f"{result['users']} test users, {result['items']} items, {result['interactions']} interactions"
     )
     cold = ("cold_recall@10",) if any("cold_recall@10" in r for r in result["models"].values()) else ()
-    print(format_table(result["models"], columns=(*SUMMARY_METRICS, *cold, "coverage@10", "train_seconds")))
+    print(metric_table(result["models"], (*SUMMARY_METRICS, *cold, "coverage@10", "train_seconds")))
     more = [c for c in (*BEHAVIOUR_METRICS, *SEGMENT_METRICS) if any(c in r for r in result["models"].values())]
     if more:
         print()
-        print(format_table(result["models"], columns=more))
+        print(metric_table(result["models"], more))
         users = {c: next((r.get(c.replace("_ndcg@10", "_users")) for r in result["models"].values()), None) for c in SEGMENT_METRICS}
         print("users per segment: " + ", ".join(f"{c.replace('_ndcg@10', '')} {u}" for c, u in users.items() if u))
     for name, r in result["models"].items():
@@ -239,4 +246,4 @@ def print_report(result: dict) -> None:
             print(f"{name}: served blend {r['blend']} (chosen on valid)")
         if "serving" in r:
             rows = {"served": r, **{f"  {v}": m for v, m in r["serving"].items()}}
-            print(format_table(rows, columns=[c for c in VARIANT_METRICS if c in r]))
+            print(metric_table(rows, [c for c in VARIANT_METRICS if c in r]))

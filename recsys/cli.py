@@ -43,7 +43,19 @@ def cmd_generate(args) -> dict:
 def cmd_import(args) -> dict:
     from recsys.importers import import_dataset
 
-    summary = import_dataset(args.format, Path(args.path), Path(_settings(args).lake_root))
+    settings = _settings(args)
+    options = {}
+    if args.format == "events" or any((args.items, args.map, args.events, args.text)):
+        from recsys.importers.events import parse_pairs
+
+        options = {"items": args.items, "columns": parse_pairs(args.map, "--map"),
+                   "events": parse_pairs(args.events, "--events"),
+                   "text": [c.strip() for c in args.text.split(",") if c.strip()] if args.text else None}  # fmt: skip
+        options = {k: v for k, v in options.items() if v}
+    summary = import_dataset(
+        args.format, Path(args.path), Path(settings.lake_root),
+        max_bad_row_share=settings.max_bad_row_share, check=args.check, **options,
+    )  # fmt: skip
     print(json.dumps(summary, default=str))
     return summary
 
@@ -120,13 +132,14 @@ def cmd_query(args) -> None:
     from recsys.store.queries import top_k_for_user
 
     settings = _settings(args)
+    # A user the serving batch has no list for gets its fallback list (reason 'popular').
     rows = top_k_for_user(settings, args.user, args.k or settings.top_k)
     if not rows:
-        print(f"no recommendations for user {args.user!r} in the current batch")
+        print(f"no recommendations for user {args.user!r}: no batch is serving, or it has no fallback list")
         return
-    print(f"{'rank':>4}  {'item_id':<14} {'score':>9}  reason")
-    for r in rows:
-        print(f"{r['rank']:>4}  {r['item_id']:<14} {r['score']:>9.4f}  {r['reason']}")
+    from recsys.tables import text_table
+
+    print(text_table([(r["rank"], r["item_id"], float(r["score"]), r["reason"]) for r in rows], ("rank", "item_id", "score", "reason")))
 
 
 def cmd_status(args) -> None:
@@ -141,6 +154,39 @@ def cmd_status(args) -> None:
         print("no batches yet (run the DAG or `recsys run --date D`)")
     else:
         print(format_runs(rows))
+
+
+def cmd_ui(args) -> None:
+    """The Airflow api-server on 127.0.0.1 with the recommendation explorer, until Ctrl-C."""
+    import signal
+    import time
+
+    from recsys.airflow_local import PROJECT_ROOT, LocalAirflow, prepare
+    from recsys.demo import settings_env
+    from recsys.store.db import resolve_url
+
+    settings = _settings(args)
+    # Resolved here, so the embedded server runs before the api-server's first page needs it.
+    env = {**settings_env(settings), "RECSYS_DATABASE_URL": resolve_url(settings)}
+    # By default the demo's Airflow home: its DAG runs get the explorer's Recommendations tab.
+    home = Path(args.airflow_home).resolve() if args.airflow_home else PROJECT_ROOT / "var" / "airflow"
+    prepare(home, env)
+    with LocalAirflow(home, env, port=args.port, components=("api-server",), password=args.password) as af:
+        print(f"explorer: {af.url}/recsys/serving (and the Recommendations tab of every recsys_nightly run)")
+        print(f"login: user {af.user}, password {af.password}")
+        print("Ctrl-C stops the server", flush=True)
+
+        def stop(*_):
+            raise KeyboardInterrupt
+
+        # A `kill` (SIGTERM) stops the api-server too, as Ctrl-C does, instead of orphaning it.
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            while True:
+                af.check_alive()
+                time.sleep(2)
+        except KeyboardInterrupt:
+            print("stopping the api-server ...", flush=True)
 
 
 def cmd_demo(args) -> None:
@@ -162,17 +208,39 @@ def cmd_bench(args) -> dict:
     if args.action == "score":
         from recsys.bench.score import run
 
-        return run(users=args.users or 20_000, items=args.items or 20_000, k=args.bench_k, repeats=args.repeats,
+        return run(users=args.users, items=args.items, k=args.bench_k, repeats=args.repeats,
                    block_users=args.block_users, device=args.device)
     if args.action == "warmstart":
         from recsys.bench.warmstart import run
         from recsys.models.mtrl.config import parse_setting
 
-        return run(nights=args.nights, users=args.users or 2000, items=args.items or 1000, days=args.days,
+        return run(nights=args.nights, users=args.users, items=args.items, days=args.days,
                    settings=_settings(args), overrides=dict(parse_setting(kv) for kv in args.set))
     from recsys.bench.readers import run
 
     return run(rows=args.rows, readers=args.readers, k=args.bench_k, publishes=args.publishes)
+
+
+def add_quality_arguments(s: argparse.ArgumentParser) -> None:
+    """Options of `recsys bench quality` (and its older name, `recsys benchmark`)."""
+    from recsys.importers import FORMATS
+
+    s.add_argument("--format", required=True, help=f"an importer ({', '.join(FORMATS)}) or synthetic (the demo's generator)")
+    s.add_argument("--path", required=True, help="dataset folder or file; synthetic: users=N,items=N,days=N")
+    s.add_argument("--protocol", choices=["loo", "temporal"], default="loo")
+    s.add_argument("--models", help="comma-separated (default: every model and ablation plus baselines)")
+    s.add_argument("--epochs", type=int, help="override the neural models' maximum epochs")
+    s.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a neural model setting (an MTRLConfig field, docs/MODEL.md), e.g. --set dropout=0.3; repeatable",
+    )
+    s.add_argument(
+        "--cold-share", type=float, default=0.0,
+        help="drop the training interactions of this random share of items, so cold start through text is "
+        "measured (cold_recall@10) on the test targets among them",
+    )
+    s.add_argument("--workdir", help="build the scratch lake (import, features, text vectors) here and keep it")
+    s.add_argument("--out", help="also write the full result as JSON to this file")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,12 +270,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     from recsys.importers import FORMATS
 
-    s = sub.add_parser("import", help="import a public dataset into the raw lake (then run the pipeline on it)")
+    s = sub.add_parser("import", help="import a public dataset or your own event log into the raw lake")
     s.add_argument("--format", required=True, metavar="FORMAT", help=f"one of: {', '.join(FORMATS)}")
-    s.add_argument("--path", required=True, help="the dataset's folder (amazon-seq: its file or folder)")
+    s.add_argument("--path", required=True, help="the dataset's folder (amazon-seq, events: its file or folder)")
+    s.add_argument("--check", action="store_true", help="dry run: read and report what would be imported, write nothing")
+    s.add_argument("--items", help="events: catalogue file (CSV, Parquet, JSON Lines) keyed by the item column")
+    s.add_argument("--map", metavar="FIELD=COLUMN,...",
+                   help="events: columns for user, item, ts (required) and event, rating, price, e.g. user=visitor_id,item=sku")
+    s.add_argument("--events", metavar="VALUE=BEHAVIOUR,...", help="events: event values onto view, click, cart, purchase, rating")
+    s.add_argument("--text", metavar="COLUMN,...", help="events: catalogue columns joined into the item text (default title)")
     s.set_defaults(func=cmd_import)
 
-    from recsys.pipeline.stages import STAGES
+    from recsys.lake import STAGES
 
     s = sub.add_parser("run", help="one pipeline run for a date, without Airflow")
     s.add_argument("--date", required=True, help="run date ds, YYYY-MM-DD")
@@ -220,27 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--date", required=True)
     s.set_defaults(func=cmd_stage)
 
-    s = sub.add_parser(
-        "benchmark",
-        help="offline benchmark on a public dataset: import -> features -> train -> evaluate (no Airflow, no PostgreSQL)",
-    )
-    s.add_argument("--format", required=True, help="importer: movielens, retailrocket, amazon-seq, unisrec")
-    s.add_argument("--path", required=True, help="dataset folder or file")
-    s.add_argument("--protocol", choices=["loo", "temporal"], default="loo")
-    s.add_argument("--models", help="comma-separated (default: every model and ablation plus baselines)")
-    s.add_argument("--epochs", type=int, help="override the neural models' maximum epochs")
-    s.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="override a neural model setting (an MTRLConfig field, docs/MODEL.md), e.g. --set dropout=0.3; repeatable",
-    )
-    s.add_argument(
-        "--cold-share", type=float, default=0.0,
-        help="drop the training interactions of this random share of items, so cold start through text is "
-        "measured (cold_recall@10) on the test targets among them",
-    )
-    s.add_argument("--workdir", help="build the scratch lake (import, features, text vectors) here and keep it")
-    s.add_argument("--out", help="also write the full result as JSON to this file")
-    s.set_defaults(func=cmd_benchmark)
+    s = sub.add_parser("benchmark", help="model quality offline: the same as `recsys bench quality`")
+    add_quality_arguments(s)
+    s.set_defaults(func=cmd_benchmark, progress=True)
 
     s = sub.add_parser("db", help="the recommendation store: migrate, url, psql, stop")
     s.add_argument("action", choices=["migrate", "url", "psql", "stop"])
@@ -256,28 +312,52 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="the rows with their full run summaries, as JSON")
     s.set_defaults(func=cmd_status)
 
-    s = sub.add_parser(
-        "bench", help="benchmarks: publish (vs raw COPY and to_sql), score (vs bare matmul), readers (latency), features "
-        "(Spark vs DuckDB), warmstart (nightly fine-tuning vs training from scratch)",
-        description="Each prints a table and, as its last line, one JSON object. publish and readers run an "
-        "embedded PostgreSQL in a temporary folder. Figures and commands: docs/BENCHMARKS.md.",
+    s = sub.add_parser("ui", help="the Airflow UI with the recommendation explorer on 127.0.0.1, until Ctrl-C")
+    s.add_argument("--port", type=int, default=8080, help="port of the api-server (default 8080)")
+    s.add_argument("--password", help="password of the `admin` login (default: a new random one)")
+    s.add_argument("--airflow-home", help="Airflow home with its metadata (default ./var/airflow, the demo's)")
+    s.set_defaults(func=cmd_ui)
+
+    bench = sub.add_parser(
+        "bench", help="benchmarks: quality (models offline), publish, score, readers, features, warmstart",
+        description="Each speed benchmark prints a table and, as its last line, one JSON object; publish and "
+        "readers run an embedded PostgreSQL in a temporary folder. Figures and commands: docs/BENCHMARKS.md.",
     )
-    s.add_argument("action", choices=["publish", "score", "readers", "features", "warmstart"])
-    s.add_argument("--events", type=int, default=1_000_000, help="features: generated events (default 1000000)")
-    s.add_argument("--rows", type=int, default=1_000_000, help="publish, readers: rows per batch (default 1000000)")
-    s.add_argument("--users", type=int, help="score: users (default 20000); warmstart: generated users (default 2000)")
-    s.add_argument("--items", type=int, help="score: catalogue items (default 20000); warmstart: generated items (default 1000)")
-    s.add_argument("--days", type=int, default=30, help="warmstart: generated days before the first night (default 30)")
-    s.add_argument("--nights", type=int, default=7, help="warmstart: nightly runs compared (default 7)")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="warmstart: an MTRLConfig setting for both runs, e.g. --set replay_share=0.1; repeatable")
+    actions = bench.add_subparsers(dest="action", required=True, metavar="BENCHMARK")
+    s = actions.add_parser(
+        "quality", help="offline model quality: import -> features -> train -> evaluate (no Airflow, no PostgreSQL)"
+    )
+    add_quality_arguments(s)
+    s.set_defaults(func=cmd_benchmark, progress=True)
+    s = actions.add_parser("publish", help="the publish path vs a bare COPY and pandas to_sql")
+    s.add_argument("--rows", type=int, default=1_000_000, help="rows per batch (default 1000000)")
+    s.add_argument("--repeats", type=int, default=3, help="runs of each method, the best counts (default 3)")
     s.add_argument("--k", dest="bench_k", metavar="K", type=int, default=50, help="list length (default 50)")
-    s.add_argument("--repeats", type=int, default=3, help="publish, score: runs of each method, the best counts; features: processes per engine (default 3)")
-    s.add_argument("--block-users", type=int, help="score: users per block (default: RECSYS_SCORE_BLOCK_USERS)")
-    s.add_argument("--device", default="cpu", help="score: cpu, cuda or auto (default cpu)")
-    s.add_argument("--readers", type=int, default=50, help="readers: concurrent readers (default 50)")
-    s.add_argument("--publishes", type=int, default=3, help="readers: batches published while reading (default 3)")
-    s.set_defaults(func=cmd_bench)
+    s = actions.add_parser("score", help="the ranking routine vs one bare matrix multiply")
+    s.add_argument("--users", type=int, default=20_000, help="users (default 20000)")
+    s.add_argument("--items", type=int, default=20_000, help="catalogue items (default 20000)")
+    s.add_argument("--k", dest="bench_k", metavar="K", type=int, default=50, help="list length (default 50)")
+    s.add_argument("--repeats", type=int, default=3, help="runs of each method, the best counts (default 3)")
+    s.add_argument("--block-users", type=int, help="users per block (default: RECSYS_SCORE_BLOCK_USERS)")
+    s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    s = actions.add_parser("readers", help="read latency of concurrent apps while batches are published")
+    s.add_argument("--rows", type=int, default=1_000_000, help="rows per batch (default 1000000)")
+    s.add_argument("--readers", type=int, default=50, help="concurrent readers (default 50)")
+    s.add_argument("--k", dest="bench_k", metavar="K", type=int, default=50, help="list length (default 50)")
+    s.add_argument("--publishes", type=int, default=3, help="batches published while reading (default 3)")
+    s = actions.add_parser("features", help="the Spark feature job vs a one-machine DuckDB reference")
+    s.add_argument("--events", type=int, default=1_000_000, help="generated events (default 1000000)")
+    s.add_argument("--repeats", type=int, default=3, help="processes per engine (default 3)")
+    s = actions.add_parser("warmstart", help="nightly fine-tuning from the champion vs training from scratch")
+    s.add_argument("--users", type=int, default=2000, help="generated users (default 2000)")
+    s.add_argument("--items", type=int, default=1000, help="generated items (default 1000)")
+    s.add_argument("--days", type=int, default=30, help="generated days before the first night (default 30)")
+    s.add_argument("--nights", type=int, default=7, help="nightly runs compared (default 7)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an MTRLConfig setting for both runs, e.g. --set replay_share=0.1; repeatable")
+    for name, speed in actions.choices.items():
+        if name != "quality":
+            speed.set_defaults(func=cmd_bench, progress=True)
     return p
 
 
@@ -287,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     runtime.configure()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "progress", False):
+        # Long offline runs say where they are (stage, model, epoch) without Spark's INFO flood.
+        logging.getLogger("recsys").setLevel(logging.INFO)
     try:
         args.func(args)
     except RecsysError as err:

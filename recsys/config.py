@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     text_batch_size: int = Field(64, ge=1)
     # Tokens per item text; titles and short descriptions fit in 64.
     text_max_length: int = Field(64, ge=8, le=512)
+    # Minutes the encode stage may spend on texts it has not seen (0 = no limit). A CPU encodes
+    # roughly 2,000 texts a minute, so a first night on a million-item catalogue would take
+    # hours; past the budget the rest wait (zero vectors tonight) for the nights after, new
+    # items and items with the most users first.
+    encode_budget_minutes: float = Field(20.0, ge=0.0)
 
     # --- model ---
     # `mtrl`: the multi-task RL sequence model over item text (docs/MODEL.md);
@@ -98,6 +103,10 @@ class Settings(BaseSettings):
     # sooner). An hour keeps a large night on a CPU inside a nightly window with room for the
     # other stages; 0 = no limit.
     train_budget_minutes: float = Field(60.0, ge=0.0)
+    # mtrl only: training processes (PyTorch DDP under torchrun, started by the train stage);
+    # 0 = one per visible GPU on a GPU worker, one process on a CPU. The result is the same model
+    # folder, registration and train.json as a single-process run.
+    train_procs: int = Field(0, ge=0, le=64)
     # `auto` picks CUDA when torch sees a GPU, else CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # One seed drives data generation, splits and training so runs are reproducible.

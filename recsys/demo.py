@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -11,11 +10,13 @@ from pathlib import Path
 
 from recsys.config import Settings
 from recsys.errors import RecsysError
+from recsys.lake import Lake, parse_ds
+from recsys.tables import text_table
 
 DAG_ID = "recsys_nightly"
 
 
-def _settings_env(settings: Settings) -> dict:
+def settings_env(settings: Settings) -> dict:
     """Hand this process's effective settings to Airflow's task processes."""
     env = {"RECSYS_LAKE_ROOT": str(Path(settings.lake_root).resolve()), "RECSYS_PG_DATA": str(Path(settings.pg_data).resolve())}
     if settings.database_url:
@@ -55,7 +56,7 @@ def run_demo(settings: Settings, users: int, items: int, days: int) -> dict:
     home = PROJECT_ROOT / "var" / "airflow"
     print(f"2/3 running DAG {DAG_ID} for {ds} with `airflow dags test` (metadata: {home}) ...", flush=True)
     prepare(home)
-    env = airflow_env(home, _settings_env(settings))
+    env = airflow_env(home, settings_env(settings))
     log_path = home / f"demo-{ds}.log"
     exe = Path(sys.executable).parent / "airflow"
     with open(log_path, "w") as log:
@@ -83,8 +84,9 @@ def run_demo(settings: Settings, users: int, items: int, days: int) -> dict:
         n_items = conn.execute(
             "SELECT count(DISTINCT item_id) FROM recsys.current_recommendations"
         ).fetchone()[0]
-    gate = json.loads((Path(settings.lake_root) / "runs" / f"ds={ds}" / "gate.json").read_text())
-    evaluation = json.loads((Path(settings.lake_root) / "runs" / f"ds={ds}" / "evaluate.json").read_text())
+    lake = Lake(Path(settings.lake_root))
+    gate = lake.read_stage_result(parse_ds(ds), "gate")
+    evaluation = lake.read_stage_result(parse_ds(ds), "evaluate")
     seconds = round(time.perf_counter() - t0, 1)
 
     print()
@@ -93,8 +95,7 @@ def run_demo(settings: Settings, users: int, items: int, days: int) -> dict:
     print(f"Gate: {gate['decision']} ({'; '.join(gate['reasons'])})")
     print(evaluation["table"])
     print(f"\nTop 5 for user {sample_user} (recsys query --user {sample_user}):")
-    for rank, item, score, reason in sample:
-        print(f"  {rank:>2}. {item:<10} {score:>8}  {reason}")
+    print(text_table(sample, ("rank", "item_id", "score", "reason")))
     print(f"\nQuery it yourself: psql \"{url}\" -c \"SELECT * FROM recsys.current_recommendations WHERE user_id = '{sample_user}' ORDER BY rank\"")
     print(f"Airflow log: {log_path}   Finished in {seconds}s")
     result = {

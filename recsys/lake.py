@@ -7,10 +7,15 @@ Stages exchange these paths, never DataFrames. Partition folders use Hive naming
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, InputError
+
+# The nightly stages in order (the DAG, `recsys run` and `recsys status` follow it); each
+# leaves what it returned as runs/ds=<ds>/<stage>.json.
+STAGES = ("validate", "features", "encode", "train", "evaluate", "gate", "score", "publish", "retention")
 
 
 def parse_ds(ds: str | dt.date) -> dt.date:
@@ -47,8 +52,26 @@ class Lake:
         """Manifests and summaries of one run."""
         return self.root / "runs" / f"ds={ds.isoformat()}"
 
+    def stage_result(self, ds: dt.date, stage: str) -> Path:
+        """`runs/ds=<ds>/<stage>.json`: what a stage returned, the one record of its run."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+        return self.run_dir(ds) / f"{stage}.json"
+
+    def read_stage_result(self, ds: dt.date, stage: str) -> dict:
+        """The saved result of `stage` for ds; InputError when that stage has not run."""
+        path = self.stage_result(ds, stage)
+        if not path.exists():
+            raise InputError(f"{path}: stage {stage!r} has not run for {ds} yet")
+        return json.loads(path.read_text())
+
     def quarantine(self, ds: dt.date) -> Path:
         return self.root / "quarantine" / f"ds={ds.isoformat()}"
+
+    @property
+    def import_quarantine(self) -> Path:
+        """Rows `recsys import` set aside, one CSV per import (not per run date)."""
+        return self.root / "quarantine" / "import"
 
     @property
     def validated_events(self) -> Path:
@@ -63,7 +86,9 @@ class Lake:
         return self.root / "validated" / "items" / f"ds={ds.isoformat()}"
 
     def validation_report(self, ds: dt.date) -> Path:
-        return self.run_dir(ds) / "validation.json"
+        """The validation job's report is the validate stage's result (a job submitted to a Spark
+        cluster writes it alone; the in-process stage adds its seconds)."""
+        return self.stage_result(ds, "validate")
 
     def features(self, ds: dt.date) -> Path:
         return self.root / "features" / f"ds={ds.isoformat()}"

@@ -24,4 +24,8 @@ def configure() -> None:
     import sys
 
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # A progress bar is for a person at a terminal; in a task log its carriage returns are a
+    # wall of text (transformers' weight loading reads this before it draws one).
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ["PYSPARK_PYTHON"] = os.environ.get("PYSPARK_PYTHON_OVERRIDE", sys.executable)

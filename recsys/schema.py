@@ -11,6 +11,8 @@ ITEM_ID = "item_id"
 EVENT_TYPE = "event_type"
 TS = "ts"
 RATING = "rating"
+# Ratings outside this range are bad rows (quarantined by the importers and by validation).
+RATING_RANGE = (0.0, 10.0)
 
 # Behaviour types in funnel order; the index is the behaviour id the model embeds.
 EVENT_TYPES = ("view", "click", "cart", "purchase", "rating")
@@ -53,6 +55,7 @@ SPLIT = "split"  # train / valid / test
 SPLITS = ("train", "valid", "test")
 # Item age, whole days from created_at to ds, as the feature job writes it in item_stats.
 AGE_DAYS = "age_days"
+N_USERS = "n_users"
 # An item younger than this is "new": the serving reason "new for you" and the evaluation's
 # new-items segment use the same rule.
 NEW_ITEM_DAYS = 7

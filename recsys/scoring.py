@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from recsys.device import resolve_device
 from recsys.models.base import Recommender
 
 # With MMR on, the re-rank picks K out of this many x K best-scored items per user.
@@ -59,19 +60,6 @@ def is_factorised(model) -> bool:
         and callable(getattr(model, "user_vectors", None))
         and callable(getattr(model, "item_vectors", None))
     )
-
-
-def resolve_device(device: str | torch.device = "cpu") -> torch.device:
-    """`auto` -> CUDA when torch sees a GPU, else CPU; `cuda` without a GPU is an error."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        from recsys.errors import ConfigError
-
-        raise ConfigError("device 'cuda' requested but torch sees no GPU (set RECSYS_DEVICE=cpu or auto)")
-    return torch.device(device)
 
 
 @dataclass

@@ -11,7 +11,7 @@ has a raw partition but no validated one yet (catch-up), and the catalogue as of
 - `validated/events/date=<day>/`  clean events of each day validated (that day replaced whole)
 - `validated/items/ds=<ds>/`      the clean catalogue as of ds
 - `quarantine/ds=<ds>/events/`, `.../items/`  bad rows + `reason` + `source_file`
-- `runs/ds=<ds>/validation.json`  the report, written before any failure is raised
+- `runs/ds=<ds>/validate.json`  the report, written before any failure is raised
 
 Each bad row gets the first reason that applies, in this order:
 events: null_field, unknown_event_type, ts_outside_partition, bad_rating, unknown_item,
@@ -49,15 +49,17 @@ from recsys.schema import (
     ITEM_ID,
     PRICE,
     RATING,
+    RATING_RANGE,
     TITLE,
     TS,
     USER_ID,
 )
+from recsys.tables import percent
 from spark_jobs import io
 from spark_jobs.io import DAY, REASON, SOURCE_FILE
 
 # Ratings live on a 0..10 scale at most (stars, half stars, 10-point scales).
-RATING_MIN, RATING_MAX = 0.0, 10.0
+RATING_MIN, RATING_MAX = RATING_RANGE
 _MICROS_PER_DAY = 86_400_000_000
 
 
@@ -138,10 +140,6 @@ def reason_counts(checked: DataFrame) -> DataFrame:
 # --- report helpers (pure Python) ----------------------------------------------------------
 
 
-def _pct(x: float) -> str:
-    return f"{x * 100:.1f}".rstrip("0").rstrip(".") + "%"
-
-
 def summarise(rows: list[tuple[str, str, str | None, int]], lake: Lake) -> dict[str, Any]:
     """(day, source_file, reason, count) rows -> totals, per reason, per day and per file."""
 
@@ -183,7 +181,7 @@ def bad_share_message(partition: str, files: dict[str, dict], limit: float) -> s
     listed = "; ".join(f"{r}: {n:,}" for r, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
     culprits = sorted((f for f in files.items() if f[1]["rows_quarantined"]), key=lambda f: -f[1]["rows_quarantined"])
     where = culprits[0][0] if len(culprits) == 1 else partition
-    msg = f"{where}: {_pct(bad / rows_in)} of rows bad ({listed}) > max_bad_row_share {_pct(limit)}"
+    msg = f"{where}: {percent(bad / rows_in)} of rows bad ({listed}) > max_bad_row_share {percent(limit)}"
     if len(culprits) > 1:
         msg += "; by file: " + ", ".join(
             f"{name.rsplit('/', 1)[-1]} {f['rows_quarantined']:,} of {f['rows_in']:,}" for name, f in culprits
@@ -202,7 +200,7 @@ def volume_drop_message(
         return None
     return (
         f"{partition}: {today:,} clean events vs {prev:,} on {prev_day.isoformat()} "
-        f"({_pct(drop)} drop) > max_volume_drop {_pct(limit)}"
+        f"({percent(drop)} drop) > max_volume_drop {percent(limit)}"
     )
 
 

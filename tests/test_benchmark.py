@@ -1,6 +1,7 @@
 """`recsys benchmark`: import -> features -> train -> evaluate on a small hand-made dataset.
 
-Real Spark, the real importer and the real models; the neural ones train for 2 epochs only.
+Real Spark, the real importer and the real models; the neural ones train in small steps for at
+most 20 epochs, enough to learn the planted ring.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from recsys.benchmark import run_benchmark, summary_line
 from recsys.config import load_settings
 
 N_ITEMS = 20
+# 61 users make one step of the default batch: smaller steps, so 20 epochs are enough updates.
+NEURAL = {"max_epochs": 20, "batch_size": 8, "warmup_steps": 5, "eval_users": 100}
 
 
 def amazon_sequences(folder: Path) -> Path:
@@ -34,17 +37,24 @@ def result(spark, tmp_path_factory):
     models = ["popularity", "itemknn", "full", "no_text", "sasrec_ce", "no_memory"]
     return run_benchmark(
         "amazon-seq", amazon_sequences(root / "data"), "loo", models, settings,
-        overrides={"max_epochs": 2, "eval_users": 100}, workdir=root / "work",
+        overrides=NEURAL, workdir=root / "work",
     )  # fmt: skip
 
 
 def test_every_model_is_ranked_against_the_full_catalogue(result):
     assert list(result["models"]) == ["popularity", "itemknn", "full", "no_text", "sasrec_ce", "no_memory"]
     assert (result["users"], result["items"], result["interactions"]) == (61, 21, 60 * 8 + 5)
-    for name, r in result["models"].items():
-        for metric in ("ndcg@10", "hr@10", "mrr@10", "recall@20", "coverage@10"):
-            assert 0.0 <= r[metric] <= 1.0, (name, metric, r[metric])
-        assert r["nan_scores"] == 0
+    for r in result["models"].values():
+        assert r["users"] == 61 and r["nan_scores"] == 0
+
+
+def test_the_network_learns_the_ring_on_its_own(result):
+    # Next item = last item + 1 for 60 of 61 test users: the network alone (no item memory)
+    # and single-task SASRec must find it, far above popularity's chance.
+    for name in ("no_memory", "sasrec_ce"):
+        r = result["models"][name]
+        assert r["hr@10"] >= 0.9 and r["mrr@10"] >= 0.5, (name, r["hr@10"], r["mrr@10"])
+        assert r["mrr@10"] > 2 * result["models"]["popularity"]["mrr@10"]
 
 
 def test_item_knn_learns_the_ring_and_popularity_cannot(result):
@@ -63,21 +73,25 @@ def test_an_ablation_the_data_cannot_express_is_not_trained_twice(result):
     # sasrec_ce drops the Q head and the side inputs, which the data can train: it runs.
     sasrec = result["models"]["sasrec_ce"]
     assert "same_as" not in sasrec
-    assert sasrec["epochs"] == 2 and sasrec["sequences_per_second"] > 0
+    assert 1 <= sasrec["epochs"] <= NEURAL["max_epochs"] and sasrec["sequences_per_second"] > 0
 
 
 def test_no_memory_ranks_with_the_network_full_trained(result):
     full, alone = result["models"]["full"], result["models"]["no_memory"]
     assert alone["network_of"] == "full" and alone["train_seconds"] == full["train_seconds"]
-    assert alone["ndcg@10"] == full["network_ndcg@10"]
-    assert full["memory_weight"] >= 0.0
+    # full's network, ranking on its own: what full reports as such (or serves, when its blend
+    # chose the network alone)
+    assert alone["ndcg@10"] == full.get("network_ndcg@10", full["ndcg@10"])
+    assert full.get("memory_weight", 0.0) == full["blend"]["memory"]  # the served weight, as reported
     assert "network_ndcg@10" not in result["models"]["sasrec_ce"]  # SASRec serves its network alone
 
 
 def test_cold_items_are_counted_separately(result):
     for r in result["models"].values():
         assert r["cold_cases"] == 1
-        assert 0.0 <= r["cold_recall@10"] <= 1.0
+    # Nobody trained on "lonely": counting models cannot put it in a top 10.
+    assert result["models"]["popularity"]["cold_recall@10"] == 0.0
+    assert result["models"]["itemknn"]["cold_recall@10"] == 0.0
 
 
 def test_the_last_line_is_one_json_object(result):

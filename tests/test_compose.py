@@ -26,7 +26,8 @@ SECRETS = {
     "POSTGRES_PASSWORD": "pg-super-secret",
     "PG_AIRFLOW_PASSWORD": "pg-airflow-secret",
     "PG_RECSYS_PASSWORD": "pg-recsys-secret",
-    "AIRFLOW_JWT_SECRET": "jwt-secret",
+    # 64 bytes: Airflow signs with HS512, whose key should be at least as long as its hash.
+    "AIRFLOW_JWT_SECRET": "jwt-secret-for-the-compose-test-" + "0" * 32,
     "AIRFLOW_API_SECRET_KEY": "api-secret",
     "AIRFLOW_FERNET_KEY": "fernet-key",
 }

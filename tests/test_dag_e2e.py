@@ -41,8 +41,10 @@ def test_nightly_dag_publishes_top_k(airflow_home, pg_url, tmp_path, monkeypatch
     with psycopg.connect(url) as conn:
         batch = conn.execute("SELECT ds, row_count, k FROM recsys.current_batch").fetchone()
         decision = conn.execute("SELECT decision FROM recsys.evaluations WHERE ds = %s", (DS,)).fetchone()
-        champion = conn.execute("SELECT count(*) FROM recsys.models WHERE status = 'champion'").fetchone()
+        champions = conn.execute("SELECT model_version FROM recsys.models WHERE status = 'champion'").fetchall()
     assert batch == (DS, len(rows), 7)
-    # The first night has no champion: the challenger is promoted if it beats popularity,
-    # otherwise popularity itself becomes the champion. Either way exactly one serves.
-    assert decision[0] in ("pass", "fail") and champion[0] == 1
+    # On this tiny log three epochs leave the network far below popularity (about 0.13 against
+    # 0.19 NDCG@10), so the first night's gate fails and a baseline becomes the one champion:
+    # popularity, which ranks a little better than item co-occurrence here.
+    assert decision[0] == "fail"
+    assert len(champions) == 1 and champions[0][0].startswith("popularity-")

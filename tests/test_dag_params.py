@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
 import types
 from pathlib import Path
 
@@ -74,6 +75,8 @@ def api(airflow_home):
     airflow(["dags", "reserialize"], airflow_env(airflow_home), capture=True)
     mp = pytest.MonkeyPatch()
     mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+    # Without one Airflow makes up a 16-byte key, too short for its HS512 signatures.
+    mp.setenv("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_urlsafe(64))
     try:
         client = TestClient(create_app("core"))
         token = client.get("/auth/token").json()["access_token"]

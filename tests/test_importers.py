@@ -6,6 +6,7 @@ under test. The last test runs validation and features (real Spark) on an import
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 from pathlib import Path
@@ -24,6 +25,21 @@ UTC = dt.timezone.utc
 D0 = 1537574400
 H = 3600
 DAY = 86400
+
+
+# Names the quarantine file of an import, so a test can spell out its path.
+NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+
+
+def too_bad(file: Path, lake_root: Path, fmt: str, share: str, reasons: str, first: str) -> str:
+    """The InputError of an import whose `file` has too many bad rows; share e.g. "1 of 3 rows bad (33.3%"."""
+    where = lake_root / "quarantine" / "import" / f"{fmt}-20260102T030405Z.csv"
+    return f"{file}: {share} > max_bad_row_share 5%; {reasons}); {first} (all bad rows: {where})"
+
+
+def quarantine_rows(lake_root: Path, fmt: str) -> list[list[str]]:
+    with open(lake_root / "quarantine" / "import" / f"{fmt}-20260102T030405Z.csv", newline="") as f:
+        return list(csv.reader(f))
 
 
 def at(unix_s: int) -> dt.datetime:
@@ -174,22 +190,41 @@ def test_movielens_100k_u_data_and_u_item(tmp_path, lake_root):
 
 
 @pytest.mark.parametrize(
-    "bad_line, reason",
+    "bad_line, code, reason",
     [
-        (f"2,20,abc,{D0}", "line 3: rating 'abc' is not a number"),
-        ("2,20,4.0", "line 3: 3 fields where 4 were expected (userId,movieId,rating,timestamp)"),
-        ("2,20,4.0,yesterday", "line 3: timestamp 'yesterday' is not an integer"),
-        (f",20,4.0,{D0}", "line 3: empty user id"),
+        (f"2,20,abc,{D0}", "not_a_number", "line 3: rating 'abc' is not a number"),
+        ("2,20,4.0", "field_count", "line 3: 3 fields where 4 were expected (userId,movieId,rating,timestamp)"),
+        ("2,20,4.0,yesterday", "not_a_number", "line 3: timestamp 'yesterday' is not an integer"),
+        (f",20,4.0,{D0}", "empty_field", "line 3: empty user id"),
     ],
 )
-def test_movielens_malformed_row_names_file_line_and_reason(tmp_path, lake_root, bad_line, reason):
+def test_movielens_too_many_bad_rows_names_file_line_and_reason(tmp_path, lake_root, bad_line, code, reason):
     folder = tmp_path / "ml"
     write(folder, "ratings.csv", f"userId,movieId,rating,timestamp\n1,10,4.0,{D0}\n{bad_line}\n1,20,3.0,{D0}\n")
     write(folder, "movies.csv", ML_LATEST_MOVIES)
     with pytest.raises(InputError) as err:
-        import_dataset("movielens", folder, lake_root)
-    assert str(err.value) == f"{folder / 'ratings.csv'}, {reason}"
+        import_dataset("movielens", folder, lake_root, now=NOW)
+    file = folder / "ratings.csv"
+    assert str(err.value) == too_bad(file, lake_root, "movielens", "1 of 3 rows bad (33.3%", f"{code}: 1", reason)
     assert not (lake_root / "raw").exists()
+    assert quarantine_rows(lake_root, "movielens") == [
+        ["file", "line", "reason", "detail", "raw"], [str(file), "3", code, reason.removeprefix("line 3: "), bad_line],
+    ]
+
+
+def test_movielens_a_nan_among_many_ratings_is_quarantined_not_fatal(tmp_path, lake_root):
+    folder = tmp_path / "ml"
+    good = "".join(f"{u},10,4.0,{D0 + u}\n" for u in range(1, 21))
+    write(folder, "ratings.csv", f"userId,movieId,rating,timestamp\n{good}99,20,nan,{D0}\n")
+    write(folder, "movies.csv", ML_LATEST_MOVIES)
+
+    summary = import_dataset("movielens", folder, lake_root, max_bad_row_share=0.05, now=NOW)
+
+    assert (summary["events"], summary["rows_quarantined"], summary["quarantine_reasons"]) == (20, 1, {"not_a_number": 1})
+    assert summary["quarantine_path"] == str(lake_root / "quarantine" / "import" / "movielens-20260102T030405Z.csv")
+    assert quarantine_rows(lake_root, "movielens")[1:] == [
+        [str(folder / "ratings.csv"), "22", "not_a_number", "rating 'nan' is not a finite number", f"99,20,nan,{D0}"],
+    ]
 
 
 def test_movielens_missing_files_and_unknown_format(tmp_path, lake_root):
@@ -262,8 +297,8 @@ def test_retailrocket_events_properties_and_category_tree(tmp_path, lake_root):
     ]
     # The latest categoryid (6) and availability (0) win; item 300 is only in the properties.
     assert item_rows(lake_root) == {
-        "100": ("2018-09-22", "item 100 category 6", "category path: 5 > 6", "6", None, at(D0), False),
-        "300": ("2018-09-22", "item 300 category 5", "category path: 5", "5", None, at(D0), True),
+        "100": ("2018-09-22", "category 5 > 6", None, "6", None, at(D0), False),
+        "300": ("2018-09-22", "category 5", None, "5", None, at(D0), True),
         "200": ("2018-09-23", "item 200", None, None, None, at(D0 + DAY), True),
     }
 
@@ -274,8 +309,11 @@ def test_retailrocket_unknown_event_names_the_line(tmp_path, lake_root):
         f"timestamp,visitorid,event,itemid,transactionid\n{D0}000,7,view,100,\n{D0}000,7,click,100,\n",
     )
     with pytest.raises(InputError) as err:
-        import_dataset("retailrocket", folder, lake_root)
-    assert str(err.value) == f"{folder / 'events.csv'}, line 3: event 'click' is not one of view, addtocart, transaction"
+        import_dataset("retailrocket", folder, lake_root, now=NOW)
+    assert str(err.value) == too_bad(
+        folder / "events.csv", lake_root, "retailrocket", "1 of 2 rows bad (50%", "unknown_event: 1",
+        "line 3: event 'click' is not one of view, addtocart, transaction",
+    )
 
 
 def test_retailrocket_without_events_file(tmp_path, lake_root):
@@ -321,12 +359,17 @@ def test_amazon_seq_keeps_each_users_order(tmp_path, lake_root):
 def test_amazon_seq_malformed_lines(tmp_path, lake_root):
     path = write(tmp_path, "seq.txt", "u1 a b\nu2\n")
     with pytest.raises(InputError) as err:
-        import_dataset("amazon-seq", path, lake_root)
-    assert str(err.value) == f"{path}, line 2: a user id and at least one item id expected (`user item item ...`)"
+        import_dataset("amazon-seq", path, lake_root, now=NOW)
+    assert str(err.value) == too_bad(
+        path, lake_root, "amazon-seq", "1 of 2 rows bad (50%", "no_items: 1",
+        "line 2: a user id and at least one item id expected (`user item item ...`)",
+    )
     path = write(tmp_path, "seq.txt", "u1 a b\n\nu1 c\n")
     with pytest.raises(InputError) as err:
-        import_dataset("amazon-seq", path, lake_root)
-    assert str(err.value) == f"{path}, line 3: user 'u1' already has a line (line 1)"
+        import_dataset("amazon-seq", path, lake_root, now=NOW)
+    assert str(err.value) == too_bad(
+        path, lake_root, "amazon-seq", "1 of 2 rows bad (50%", "duplicate_user: 1", "line 3: user 'u1' already has a line (line 1)"
+    )
     write(tmp_path, "other.txt", "u9 z\n")
     with pytest.raises(InputError, match=r"expected exactly one \.txt sequence file .* found other\.txt, seq\.txt"):
         import_dataset("amazon-seq", tmp_path, lake_root)
@@ -414,8 +457,11 @@ def test_unisrec_errors(tmp_path, lake_root):
     folder = unisrec(tmp_path / "sci2")
     write(folder, "Mini.valid.inter", INTER_HEADER + "0\t0 1 2\t3\n1\t\t1\n")
     with pytest.raises(InputError) as err:
-        import_dataset("unisrec", folder, lake_root)
-    assert str(err.value) == f"{folder / 'Mini.valid.inter'}, line 3: empty user_id, item_id_list or item_id"
+        import_dataset("unisrec", folder, lake_root, now=NOW)
+    assert str(err.value) == too_bad(
+        folder / "Mini.valid.inter", lake_root, "unisrec", "1 of 2 rows bad (50%", "empty_field: 1",
+        "line 3: empty user_id, item_id_list or item_id",
+    )
     (tmp_path / "none").mkdir()
     with pytest.raises(InputError, match=r"none: expected one dataset's <name>\.train\.inter"):
         import_dataset("unisrec", tmp_path / "none", lake_root)
@@ -433,7 +479,7 @@ def test_cli_import_prints_one_json_line(ml_latest, lake_root, capsys):
     assert (lake_root / "raw" / "events" / "date=2018-09-24" / "part-0.parquet").is_file()
     assert cli_main(["--lake-root", str(lake_root), "import", "--format", "nope", "--path", str(ml_latest)]) == 1
     assert "unknown dataset format 'nope'" in capsys.readouterr().err
-    assert set(FORMATS) == {"movielens", "retailrocket", "amazon-seq", "unisrec"}
+    assert set(FORMATS) == {"movielens", "retailrocket", "amazon-seq", "unisrec", "events"}
 
 
 def test_pipeline_runs_unchanged_on_a_movielens_import(spark, ml_latest, lake_root):

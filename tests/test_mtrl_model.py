@@ -134,6 +134,25 @@ def test_td_target_by_hand():
     torch.testing.assert_close(y, torch.tensor([1.0 + 0.5 * 0.4, 0.2]))  # done: no bootstrap
 
 
+def test_advantage_weights_by_hand():
+    # advantages over the mean of {a} + negatives: +0.375, -0.25, -1.5 (1 + A clipped to 0); mean 1
+    q_sa = torch.tensor([1.0, 0.0, -2.0])
+    q_neg = torch.tensor([[0.5, 0.5, 0.5], [0.5, 0.0, 0.5], [0.0, 0.0, 0.0]])
+    raw = torch.tensor([1.375, 0.75, 0.0])
+    torch.testing.assert_close(L.advantage_weights(q_sa, q_neg), raw / raw.mean())
+
+
+def test_sa2c_weights_the_ranking_loss_the_model_reports():
+    net, batch, _ = _net_and_batch(dropout=0.0)
+    net.eval()
+    torch.manual_seed(1)
+    _, plain = net(batch, net)
+    torch.manual_seed(1)
+    _, weighted = net(batch, net, sa2c=True)
+    torch.testing.assert_close(plain["q"], weighted["q"])  # same negatives drawn, same Q loss
+    assert abs(float(plain["rank"]) - float(weighted["rank"])) > 1e-4  # only the ranking loss moved
+
+
 def test_model_td_targets_are_double_q_with_a_distinct_target_network():
     """V(s') = Q_target(s', argmax_a Q_online(s', a)): the online network picks the action, the
     target network (here: different weights) values it, which is not the target's own max."""

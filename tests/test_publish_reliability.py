@@ -1,7 +1,7 @@
 """Publishing under failure, against a real PostgreSQL with real publisher processes.
 
 A publisher runs in its own Python process and is stopped at a known point (the publisher's
-PHASE_HOOK, set inside that process only) and killed with SIGKILL: mid-COPY, or during
+on_phase callback, passed inside that process only) and killed with SIGKILL: mid-COPY, or during
 validation. Readers must keep seeing the previous complete batch, retention (or the next
 publisher of the date) must clean up what the dead one left, and a re-run must complete.
 Two publishers of one date: one wins, the other stops with a clear message, no duplicates.
@@ -42,10 +42,11 @@ PUBLISHER = textwrap.dedent(
     import sys, time
     from datetime import date
     from pathlib import Path
-    import recsys.store.publish as publish
+    import recsys.store.publish.load as load
+    from recsys.store.publish import publish_batch
 
     url, path, ds, stop_at, marker, go = sys.argv[1:7]
-    publish.CHUNK_ROWS = 10_000  # many chunks: the COPY is still open when the hook fires
+    load.CHUNK_ROWS = 10_000  # many chunks: the COPY is still open when the hook fires
 
     def hold(phase, batch_id):
         if phase == stop_at and not Path(marker).exists():
@@ -53,8 +54,8 @@ PUBLISHER = textwrap.dedent(
             while not Path(go).exists():
                 time.sleep(0.02)
 
-    publish.PHASE_HOOK = hold
-    result = publish.publish_batch(url, ds=date.fromisoformat(ds), model_version="subprocess", recs_path=path, k=50)
+    result = publish_batch(url, ds=date.fromisoformat(ds), model_version="subprocess", recs_path=path, k=50,
+                           on_phase=hold)
     print("published", result.batch_id, result.rows)
     """
 )

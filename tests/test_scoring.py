@@ -304,6 +304,10 @@ def test_cold_start_users_get_the_most_popular_available_items(lake):
     # Distinct users per item: item 0 (u0 u1 u4) and item 2 (u0 u1 u4) lead, then 1 and 3 (two users each).
     assert [r["item_id"] for r in lists["u5"]][:2] in (["item00", "item02"], ["item02", "item00"])
     assert "similar_path" not in result
+    # The same list on its own, for users the batch has none for: all "popular", however new an item.
+    fallback = pq.read_table(result["fallback_path"]).to_pylist()
+    assert [(r["rank"], r["item_id"]) for r in fallback] == [(r["rank"], r["item_id"]) for r in lists["u5"]]
+    assert {r["reason"] for r in fallback} == {POPULAR} and result["fallback_rows"] == 3
 
 
 def test_new_items_say_new_for_you(lake):

@@ -33,6 +33,8 @@ ALL = [
     "0014_create_current_similar_items_view",
     "0015_create_previous_recommendations_view",
     "0016_grant_reader_new_views",
+    "0017_create_fallback_items",
+    "0018_create_current_fallback_view",
 ]
 
 
@@ -95,11 +97,13 @@ def test_tables_views_roles_and_named_constraints_exist(fresh_db):
         "batches": "r",
         "recommendation_lists": "p",
         "similar_item_lists": "p",
+        "fallback_items": "r",
         "models": "r",
         "evaluations": "r",
         "current_batch": "v",
         "current_recommendations": "v",
         "current_similar_items": "v",
+        "current_fallback": "v",
         "previous_batch": "v",
         "previous_recommendations": "v",
         "batch_history": "v",
@@ -109,6 +113,8 @@ def test_tables_views_roles_and_named_constraints_exist(fresh_db):
         "batches_status_check",
         "recommendation_lists_pkey",
         "similar_item_lists_pkey",
+        "fallback_items_pkey",
+        "fallback_items_batch_id_fkey",
         "models_pkey",
         "models_status_check",
         "evaluations_pkey",
@@ -316,7 +322,7 @@ def test_read_query_names_a_missing_query():
 
 
 def test_upgrade_converts_row_per_rank_batches_to_lists(fresh_db, tmp_path):
-    """A store migrated up to 0009 with batches in the old layout keeps serving them after 0010-0016."""
+    """A store migrated up to 0009 with batches in the old layout keeps serving them after 0010 and later."""
     old = tmp_path / "old"
     old.mkdir()
     for m in scan(MIGRATIONS_DIR)[:9]:

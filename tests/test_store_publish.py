@@ -293,10 +293,10 @@ def test_concurrent_publishers_of_one_date_never_both_serve(db, tmp_path):
 
 
 def test_switch_gives_up_on_a_reader_that_never_finishes(db, tmp_path, monkeypatch):
-    import recsys.store.publish as publish
+    import recsys.store.publish.switch as switch
 
-    monkeypatch.setattr(publish, "SWITCH_LOCK_TIMEOUT_MS", 100)
-    monkeypatch.setattr(publish, "SWITCH_ATTEMPTS", 2)
+    monkeypatch.setattr(switch, "SWITCH_LOCK_TIMEOUT_MS", 100)
+    monkeypatch.setattr(switch, "SWITCH_ATTEMPTS", 2)
     good = publish_batch(db, ds=D1, model_version="m", recs_path=write_recs(tmp_path / "a.parquet", FIRST), k=2)
     with psycopg.connect(db) as reader:  # an open transaction keeps its ACCESS SHARE lock
         assert reader.execute("SELECT count(*) FROM recsys.current_recommendations").fetchone()[0] == 5
@@ -335,9 +335,9 @@ def test_unsorted_input_is_sorted_in_memory(db, tmp_path):
 
 
 def test_many_chunks_cut_at_whole_users(db, tmp_path, monkeypatch):
-    import recsys.store.publish as publish
+    import recsys.store.publish.load as load
 
-    monkeypatch.setattr(publish, "CHUNK_ROWS", 7)  # lists of 1..5 items straddle every chunk boundary
+    monkeypatch.setattr(load, "CHUNK_ROWS", 7)  # lists of 1..5 items straddle every chunk boundary
     rows = [(f"u{u:03d}", r, f"i{(u * 3 + r) % 40}", 1.0 / r, None) for u in range(60) for r in range(1, 1 + u % 5 + 1)]
     result = publish_batch(db, ds=D1, model_version="m", recs_path=write_recs(tmp_path / "r.parquet", rows), k=5,
                            expected_users=60, expected_rows=len(rows))
@@ -567,7 +567,7 @@ def test_changed_since_previous_lists_added_and_removed_items(db, tmp_path):
 
 
 READER_VIEWS = [
-    "current_batch", "current_recommendations", "current_similar_items", "previous_batch",
+    "current_batch", "current_recommendations", "current_similar_items", "current_fallback", "previous_batch",
     "previous_recommendations", "batch_history",
 ]
 
@@ -589,6 +589,7 @@ def test_reader_role_reads_views_only(db, tmp_path):
         denied = [
             "SELECT * FROM recsys.recommendation_lists",
             "SELECT * FROM recsys.similar_item_lists",
+            "SELECT * FROM recsys.fallback_items",
             "SELECT * FROM recsys.batches",
             "SELECT * FROM recsys.models",
             "INSERT INTO recsys.recommendation_lists VALUES (1, 'u', 'i', '{0.5}', NULL)",

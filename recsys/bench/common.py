@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from recsys.tables import text_table
+
 
 @contextlib.contextmanager
 def scratch_database(keep: bool = False) -> Iterator[tuple[str, Path]]:
@@ -66,11 +68,7 @@ def machine() -> str:
 
 
 def table(rows: list[tuple], header: tuple) -> str:
-    cells = [tuple(str(c) for c in header)] + [tuple(_fmt(c) for c in r) for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table([[_fmt(c) for c in r] for r in rows], [str(h) for h in header])
 
 
 def _fmt(value) -> str:

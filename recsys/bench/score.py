@@ -48,7 +48,8 @@ class RandomFactorised:
 def run(users: int = 20_000, items: int = 20_000, k: int = 50, repeats: int = 3, block_users: int | None = None,
         device: str = "cpu") -> dict:
     from recsys.config import Settings
-    from recsys.scoring import rank_users, resolve_device
+    from recsys.device import resolve_device
+    from recsys.scoring import rank_users
 
     host = machine()  # before the run loads the machine itself
     block = block_users or Settings.model_fields["score_block_users"].default

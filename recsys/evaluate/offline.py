@@ -13,9 +13,12 @@ from recsys.evaluate import metrics as M
 from recsys.evaluate.protocol import EvalCases, temporal_cases
 from recsys.models import build_model, load_model
 from recsys.scoring import top_k
+from recsys.tables import metric_table
 
 # Baselines refit on the challenger's exact training data in the same run.
 BASELINES = {"popularity": "popularity", "itemknn": "cooc"}
+# The nightly report's table: accuracy, then breadth, then what the business counts.
+TABLE_COLUMNS = ("ndcg@10", "hr@10", "mrr@10", "recall@20", "coverage@10", "purchase_ndcg@10")
 # A user with at most this many past interactions is a "short history" user (cold-ish).
 SHORT_HISTORY = 5
 # Finer segments of short histories, reported on their own: (name, fewest, most interactions).
@@ -123,7 +126,7 @@ def compare_models(features_dir: Path, challenger: Path, champion: str | None, k
     for name, kind in BASELINES.items():
         models[name] = build_model(kind).fit(fit_data)
     metrics = {name: evaluate_model(m, cases, ctx) for name, m in models.items()}
-    return {"metrics": metrics, "users": len(cases.users), "table": format_table(metrics)}
+    return {"metrics": metrics, "users": len(cases.users), "table": metric_table(metrics, TABLE_COLUMNS)}
 
 
 def item_side_info(features_dir: Path, n_items: int) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -149,16 +152,3 @@ def item_side_info(features_dir: Path, n_items: int) -> tuple[np.ndarray | None,
         age = s.column(S.AGE_DAYS).to_numpy(zero_copy_only=False)
         new_items[s.column(S.ITEM_IDX).to_numpy()[np.nan_to_num(age.astype(float), nan=1e9) < S.NEW_ITEM_DAYS]] = True
     return category, new_items
-
-
-def format_table(
-    metrics: dict[str, dict[str, float]],
-    columns=("ndcg@10", "hr@10", "mrr@10", "recall@20", "coverage@10", "purchase_ndcg@10"),
-) -> str:
-    first = max([12, *(len(n) + 1 for n in metrics)])
-    widths = [max(18, len(c) + 2) for c in columns]
-    head = f"{'model':<{first}}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))
-    rows = [head, "-" * len(head)]
-    for name, m in metrics.items():
-        rows.append(f"{name:<{first}}" + "".join(f"{m.get(c, float('nan')):>{w}.4f}" for c, w in zip(columns, widths)))
-    return "\n".join(rows)

@@ -1,17 +1,21 @@
 """One self-contained HTML page per nightly evaluation: a person should rather look at it than read logs.
 
-Plots are inline SVG, so the page opens anywhere with no network and no plotting library.
+Plots are inline SVG drawn by `recsys.evaluate.plots` (the explorer shows the same charts), so
+the page opens anywhere with no network.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
 from pathlib import Path
 
+from recsys.evaluate.plots import bar_chart, line_chart
+
 COLUMNS = ("ndcg@10", "hr@10", "mrr@10", "recall@20", "coverage@10", "novelty@10", "popularity_bias@10",
            "purchase_ndcg@10", "short_history_ndcg@10", "new_items_hr@10")
-COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
+DECILES = tuple(f"D{i + 1}" for i in range(10))
 
 
 def _table(metrics: dict[str, dict]) -> str:
@@ -25,64 +29,66 @@ def _table(metrics: dict[str, dict]) -> str:
     return f"<table><tr><th>model</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def _bars(title: str, labels: list[str], series: dict[str, list[float]], width=640, height=220) -> str:
-    """Grouped bar chart: one group per label, one bar per series."""
-    if not labels or not series:
-        return ""
-    top = max((v for vs in series.values() for v in vs), default=0) or 1.0
-    group_w = (width - 60) / len(labels)
-    bar_w = group_w / (len(series) + 1)
-    parts = [f'<svg width="{width}" height="{height + 40}" role="img"><title>{html.escape(title)}</title>']
-    for g, label in enumerate(labels):
-        x0 = 50 + g * group_w
-        for s, (name, values) in enumerate(series.items()):
-            v = values[g] if g < len(values) else 0.0
-            h = height * v / top
-            parts.append(
-                f'<rect x="{x0 + s * bar_w:.1f}" y="{height - h + 10:.1f}" width="{bar_w * 0.9:.1f}" height="{h:.1f}" '
-                f'fill="{COLOURS[s % len(COLOURS)]}"><title>{html.escape(name)} {label}: {v:.4f}</title></rect>'
-            )
-        parts.append(f'<text x="{x0 + group_w / 2 - 10:.1f}" y="{height + 28}" font-size="11">{html.escape(label)}</text>')
-    parts.append(f'<text x="0" y="18" font-size="11">{top:.3f}</text><line x1="48" y1="10" x2="48" y2="{height + 10}" stroke="#999"/>')
-    legend = " ".join(
-        f'<span style="color:{COLOURS[i % len(COLOURS)]}">&#9632; {html.escape(n)}</span>' for i, n in enumerate(series)
-    )
-    return f"<h3>{html.escape(title)}</h3>" + "".join(parts) + "</svg><div>" + legend + "</div>"
+def _section(title: str, svg: str) -> str:
+    return f"<h3>{html.escape(title)}</h3>{svg}" if svg else ""
 
 
-def _history(lake_runs: Path, metric: str = "ndcg@10", nights: int = 30) -> tuple[list[str], dict[str, list[float]]]:
-    """The metric of each role over the most recent nights that have an evaluation."""
-    files = sorted(lake_runs.glob("ds=*/evaluate.json"))[-nights:]
-    labels, series = [], {}
-    for f in files:
-        ev = json.loads(f.read_text())
-        labels.append(f.parent.name.removeprefix("ds="))
-        for role, m in ev.get("metrics", {}).items():
-            series.setdefault(role, [0.0] * (len(labels) - 1)).append(float(m.get(metric, 0.0)))
-        for values in series.values():
-            values.extend([0.0] * (len(labels) - len(values)))
+def metric_history(runs_root: Path, metric: str = "ndcg@10", nights: int = 30,
+                   end: dt.date | None = None) -> tuple[list[str], dict[str, list[float | None]]]:
+    """`metric` of each role on every one of the `nights` days up to `end` (default: the latest
+    night with an evaluation). A night without an evaluation, or a role missing that night, is
+    None: a gap in the chart, never a zero."""
+    found = {f.parent.name.removeprefix("ds="): f for f in Path(runs_root).glob("ds=*/evaluate.json")}
+    if not found:
+        return [], {}
+    last = end or max(dt.date.fromisoformat(d) for d in found)
+    labels = [(last - dt.timedelta(days=n)).isoformat() for n in range(nights - 1, -1, -1)]
+    series: dict[str, list[float | None]] = {}
+    for i, day in enumerate(labels):
+        if day not in found:
+            continue
+        for role, m in json.loads(found[day].read_text()).get("metrics", {}).items():
+            if isinstance(m.get(metric), (int, float)):
+                series.setdefault(role, [None] * len(labels))[i] = float(m[metric])
     return labels, series
+
+
+def history_by_length(metrics: dict[str, dict]) -> tuple[list[str], dict[str, list[float | None]]]:
+    """NDCG@10 per history-length bucket of each model that has the curve (the first one's buckets)."""
+    curves = {name: m.get("curves", {}).get("ndcg_by_history", []) for name, m in metrics.items()}
+    buckets = [b["bucket"] for b in next((c for c in curves.values() if c), [])]
+    by_len = {
+        name: [next((b["ndcg@10"] for b in c if b["bucket"] == k), None) for k in buckets]
+        for name, c in curves.items() if c
+    }
+    return buckets, by_len
+
+
+def coverage_by_model(metrics: dict[str, dict]) -> tuple[list[str], dict[str, list[float | None]]]:
+    return list(metrics), {"coverage@10": [m.get("coverage@10") for m in metrics.values()]}
 
 
 def write_report(path: Path, ds: str, evaluation: dict, gate: dict | None, runs_root: Path) -> Path:
     metrics = evaluation["metrics"]
     curves = {name: m.get("curves", {}) for name, m in metrics.items()}
     any_curve = next(iter(curves.values()), {})
-    buckets = [b["bucket"] for b in any_curve.get("ndcg_by_history", [])]
-    by_len = {
-        name: [next((b["ndcg@10"] for b in c.get("ndcg_by_history", []) if b["bucket"] == k), 0.0) for k in buckets]
-        for name, c in curves.items()
-    }
-    deciles = [f"D{i + 1}" for i in range(10)]
-    exposure = {name: c.get("exposure_by_decile", []) for name, c in curves.items()}
+    exposure = {name: c["exposure_by_decile"] for name, c in curves.items() if c.get("exposure_by_decile")}
     if any_curve.get("interactions_by_decile"):
         exposure["(interactions)"] = any_curve["interactions_by_decile"]
-    coverage = {"coverage@10": [float(m.get("coverage@10", 0.0)) for m in metrics.values()]}
-    hist_labels, hist = _history(runs_root)
+    hist_labels, hist = metric_history(runs_root, end=dt.date.fromisoformat(ds))
     decision = ""
     if gate:
         reasons = "".join(f"<li>{html.escape(r)}</li>" for r in gate.get("reasons", []))
         decision = f"<h2>Gate: {html.escape(gate['decision'])} — serving {html.escape(str(gate.get('serving_version')))}</h2><ul>{reasons}</ul>"
+    charts = "\n".join(
+        _section(title, svg) for title, svg in (
+            ("NDCG@10 over recent nights", line_chart("NDCG@10 per night", hist_labels, hist)),
+            ("NDCG@10 by history length", bar_chart("NDCG@10 by history length", *history_by_length(metrics))),
+            ("Popularity bias: share of recommendations by item popularity decile (D1 = most popular)",
+             bar_chart("share of recommendations by popularity decile", DECILES, exposure)),
+            ("Catalogue coverage@10", bar_chart("coverage@10", *coverage_by_model(metrics))),
+        )
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>recsys evaluation {html.escape(ds)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right;font-size:13px}} th{{background:#f4f4f4}}</style></head><body>
@@ -91,10 +97,7 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right;font-size:13px}} t
 and baselines, {evaluation.get('users', 0)} users, full-catalogue ranking with seen items excluded.</p>
 {decision}
 <h2>Metrics</h2>{_table(metrics)}
-{_bars("NDCG@10 over recent nights", hist_labels, hist)}
-{_bars("NDCG@10 by history length", buckets, by_len)}
-{_bars("Popularity bias: share of recommendations by item popularity decile (D1 = most popular)", deciles, exposure)}
-{_bars("Catalogue coverage@10", list(metrics), {"coverage@10": coverage["coverage@10"]})}
+{charts}
 </body></html>"""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page)

@@ -11,7 +11,8 @@
 Every rating becomes a `rating` event carrying its value (the model maps ratings to
 rewards). Item text: title = the movie title (with its year); category = the first listed
 genre; description = "Genres: " + all genres, comma-separated. "(no genres listed)" leaves
-both empty. A rated movie missing from the movies file gets the title "item <id>".
+both empty. A rated movie missing from the movies file gets the placeholder title
+"item <id>" (recsys.schema.PLACEHOLDER_TITLE: no text). Bad lines go to the quarantine.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pyarrow.compute as pc
 from recsys.errors import InputError
 from recsys.importers import parse
 from recsys.importers.parse import SKIP, float_value, int_value, split_fields, text_value
+from recsys.importers.quarantine import BadRow, Quarantine
 from recsys.importers.writer import Dataset, events_table, items_table
 
 LATIN1 = "latin-1"
@@ -48,19 +50,19 @@ def detect(path: Path) -> str:
     )
 
 
-def load(path: Path) -> Dataset:
+def load(path: Path, bad: Quarantine) -> Dataset:
     path = Path(path)
     variant = detect(path)
     if variant == "latest":
-        ratings = _ratings_csv(parse.require_file(path, "ratings.csv", "MovieLens ratings"))
-        items = _movies_csv(parse.require_file(path, "movies.csv", "MovieLens movies: movieId,title,genres"))
+        ratings = _ratings_csv(parse.require_file(path, "ratings.csv", "MovieLens ratings"), bad)
+        items = _movies_csv(parse.require_file(path, "movies.csv", "MovieLens movies: movieId,title,genres"), bad)
     elif variant == "1m":
-        ratings = _ratings_dat(parse.require_file(path, "ratings.dat", "MovieLens 1M ratings"))
-        items = _movies_dat(parse.require_file(path, "movies.dat", "MovieLens 1M movies: MovieID::Title::Genres"))
+        ratings = _ratings_dat(parse.require_file(path, "ratings.dat", "MovieLens 1M ratings"), bad)
+        items = _movies_dat(parse.require_file(path, "movies.dat", "MovieLens 1M movies: MovieID::Title::Genres"), bad)
     else:
-        ratings = _ratings_100k(parse.require_file(path, "u.data", "MovieLens 100K ratings"))
+        ratings = _ratings_100k(parse.require_file(path, "u.data", "MovieLens 100K ratings"), bad)
         item_file = parse.require_file(path, "u.item", "MovieLens 100K items: id|title|...|19 genre flags")
-        items = _items_100k(item_file, path)
+        items = _items_100k(item_file, path, bad)
     events = events_table(
         ratings.column("user"),
         ratings.column("item"),
@@ -74,23 +76,26 @@ def load(path: Path) -> Dataset:
 # --- ratings -------------------------------------------------------------------------------
 
 
-def _rating_fields(parts: list[str]) -> None:
-    text_value(parts[0], "user id")
-    text_value(parts[1], "movie id")
-    float_value(parts[2], "rating")
-    int_value(parts[3], "timestamp")
+def _rating_fields(parts: list[str]) -> tuple[str, str, float, int]:
+    return (
+        text_value(parts[0], "user id"),
+        text_value(parts[1], "movie id"),
+        float_value(parts[2], "rating"),
+        int_value(parts[3], "timestamp"),
+    )
 
 
-def _ratings_csv(path: Path) -> pa.Table:
+def _ratings_csv(path: Path, bad: Quarantine) -> pa.Table:
     parse.check_header(path, ["userId", "movieId", "rating", "timestamp"], ",")
     return parse.read_delimited(
         path,
         RATING_COLUMNS,
         lambda line: _rating_fields(split_fields(line, ",", 4, "userId,movieId,rating,timestamp")),
+        bad,
     )
 
 
-def _ratings_dat(path: Path) -> pa.Table:
+def _ratings_dat(path: Path, bad: Quarantine) -> pa.Table:
     # `a::b::c::d` read as single-colon fields with empty fields between: fast and exact,
     # since none of the four values contains a colon.
     columns = [RATING_COLUMNS[0], (SKIP, pa.string()), RATING_COLUMNS[1], (SKIP, pa.string()),
@@ -99,17 +104,19 @@ def _ratings_dat(path: Path) -> pa.Table:
         path,
         columns,
         lambda line: _rating_fields(split_fields(line, "::", 4, "UserID::MovieID::Rating::Timestamp")),
+        bad,
         delimiter=":",
         header=False,
         encoding=LATIN1,
     )
 
 
-def _ratings_100k(path: Path) -> pa.Table:
+def _ratings_100k(path: Path, bad: Quarantine) -> pa.Table:
     return parse.read_delimited(
         path,
         RATING_COLUMNS,
         lambda line: _rating_fields(split_fields(line, "\t", 4, "user id, item id, rating, timestamp")),
+        bad,
         delimiter="\t",
         header=False,
         encoding=LATIN1,
@@ -134,50 +141,51 @@ def _items(rows: list[tuple[str, str, list[str]]]) -> pa.Table:
     )
 
 
-def _movies_csv(path: Path) -> pa.Table:
+def _movies_csv(path: Path, bad: Quarantine) -> pa.Table:
     parse.check_header(path, ["movieId", "title", "genres"], ",")
     rows = []
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding=parse.encoding_of(path, "utf-8"), newline="") as f:
         reader = csv.reader(f)
         next(reader, None)
         for fields in reader:
             if not fields:
                 continue
+            bad.count(path)
             try:
                 if len(fields) != 3:
-                    raise ValueError(f"{len(fields)} fields where 3 were expected (movieId,title,genres)")
+                    raise BadRow("field_count", f"{len(fields)} fields where 3 were expected (movieId,title,genres)")
                 rows.append((text_value(fields[0], "movieId"), text_value(fields[1], "title"), fields[2].split("|")))
             except ValueError as err:
-                raise parse.malformed(path, reader.line_num, str(err)) from None
+                bad.add(path, reader.line_num, err, ",".join(fields))
     return _items(rows)
 
 
-def _movies_dat(path: Path) -> pa.Table:
+def _movies_dat(path: Path, bad: Quarantine) -> pa.Table:
     rows = []
-    for no, line in parse.lines(path, LATIN1):
+    for no, line in bad.lines(path, LATIN1):
         try:
             movie, title, genres = split_fields(line, "::", 3, "MovieID::Title::Genres")
             rows.append((text_value(movie, "MovieID"), text_value(title, "title"), genres.split("|")))
         except ValueError as err:
-            raise parse.malformed(path, no, str(err)) from None
+            bad.add(path, no, err, line)
     return _items(rows)
 
 
-def _items_100k(path: Path, folder: Path) -> pa.Table:
+def _items_100k(path: Path, folder: Path, bad: Quarantine) -> pa.Table:
     names = list(GENRES_100K)
     genre_file = folder / "u.genre"
     if genre_file.is_file():
         # `name|index` lines.
         found = {}
-        for no, line in parse.lines(genre_file, LATIN1):
+        for no, line in bad.lines(genre_file, LATIN1):
             try:
                 name, idx = split_fields(line, "|", 2, "genre|index")
                 found[int_value(idx, "genre index")] = text_value(name, "genre")
             except ValueError as err:
-                raise parse.malformed(genre_file, no, str(err)) from None
+                bad.add(genre_file, no, err, line)
         names = [found[i] for i in sorted(found)]
     rows = []
-    for no, line in parse.lines(path, LATIN1):
+    for no, line in bad.lines(path, LATIN1):
         try:
             expected = f"id|title|release|video release|url|{len(names)} genre flags"
             fields = split_fields(line, "|", 5 + len(names), expected)
@@ -185,6 +193,6 @@ def _items_100k(path: Path, folder: Path) -> pa.Table:
             genres = [g for g, on in zip(names, flags) if on]
             rows.append((text_value(fields[0], "movie id"), text_value(fields[1], "title"), genres))
         except ValueError as err:
-            raise parse.malformed(path, no, str(err)) from None
+            bad.add(path, no, err, line)
     return _items(rows)
 

@@ -1,15 +1,16 @@
-"""Reading dataset files for the importers: required files, line-numbered errors, fast reads.
+"""Reading dataset files for the importers: required files, line-numbered bad rows, fast reads.
 
 Large delimited files go through pyarrow's CSV reader in batches; when it chokes or a value
-is missing, the file is scanned line by line to name the first bad line and why, so a
-malformed row always stops the import as `<file>, line <n>: <reason>`.
+is missing, the file is read again line by line, and each line the importer's parser
+rejects is set aside in the import's Quarantine as `<file>, line <n>: <reason>`.
+A UTF-8 byte-order mark is dropped (and makes the file UTF-8 whatever encoding the format
+has); Windows line endings read like Unix ones.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import NoReturn
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,9 +18,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from recsys.errors import InputError
+from recsys.importers.quarantine import BadRow, Quarantine
 
 # Column name meaning "present in the file, not kept".
 SKIP = "_"
+BOM = b"\xef\xbb\xbf"
+# Rows parsed line by line before they become one Arrow batch: bounds Python memory.
+FALLBACK_BATCH = 65_536
 
 
 def malformed(path: Path, line_no: int, reason: str) -> InputError:
@@ -39,9 +44,15 @@ def require_file(folder: Path, name: str, what: str) -> Path:
     return path
 
 
+def encoding_of(path: Path, encoding: str) -> str:
+    """`utf-8-sig` for a file that starts with a UTF-8 byte-order mark, else `encoding`."""
+    with open(path, "rb") as f:
+        return "utf-8-sig" if f.read(3) == BOM else encoding
+
+
 def lines(path: Path, encoding: str = "utf-8", skip_header: bool = False) -> Iterator[tuple[int, str]]:
     """(1-based line number, text without the line break) of every non-blank line."""
-    with open(path, encoding=encoding, newline="") as f:
+    with open(path, encoding=encoding_of(path, encoding), newline="") as f:
         for no, text in enumerate(f, start=1):
             if skip_header and no == 1:
                 continue
@@ -52,8 +63,8 @@ def lines(path: Path, encoding: str = "utf-8", skip_header: bool = False) -> Ite
 
 def check_header(path: Path, expected: Sequence[str], delimiter: str, encoding: str = "utf-8") -> list[str]:
     """The header line split on `delimiter`; InputError unless every expected name is in it."""
-    with open(path, encoding=encoding, newline="") as f:
-        first = f.readline().rstrip("\r\n").lstrip("\ufeff")
+    with open(path, encoding=encoding_of(path, encoding), newline="") as f:
+        first = f.readline().rstrip("\r\n")
     found = [c.strip().strip('"') for c in first.split(delimiter)]
     missing = [c for c in expected if c not in found]
     if missing:
@@ -69,7 +80,7 @@ def check_header(path: Path, expected: Sequence[str], delimiter: str, encoding: 
 def text_value(s: str, name: str) -> str:
     s = s.strip()
     if not s:
-        raise ValueError(f"empty {name}")
+        raise BadRow("empty_field", f"empty {name}")
     return s
 
 
@@ -77,24 +88,24 @@ def int_value(s: str, name: str) -> int:
     try:
         return int(s.strip())
     except ValueError:
-        raise ValueError(f"{name} {s.strip()[:40]!r} is not an integer") from None
+        raise BadRow("not_a_number", f"{name} {s.strip()[:40]!r} is not an integer") from None
 
 
 def float_value(s: str, name: str) -> float:
     try:
         x = float(s.strip())
     except ValueError:
-        raise ValueError(f"{name} {s.strip()[:40]!r} is not a number") from None
+        raise BadRow("not_a_number", f"{name} {s.strip()[:40]!r} is not a number") from None
     if not math.isfinite(x):
-        raise ValueError(f"{name} {s.strip()!r} is not a finite number")
+        raise BadRow("not_a_number", f"{name} {s.strip()!r} is not a finite number")
     return x
 
 
 def split_fields(text: str, delimiter: str, n: int, names: str) -> list[str]:
-    """Exactly `n` fields, or ValueError saying how many there were."""
+    """Exactly `n` fields, or BadRow saying how many there were."""
     parts = text.split(delimiter)
     if len(parts) != n:
-        raise ValueError(f"{len(parts)} fields where {n} were expected ({names})")
+        raise BadRow("field_count", f"{len(parts)} fields where {n} were expected ({names})")
     return parts
 
 
@@ -104,24 +115,30 @@ def split_fields(text: str, delimiter: str, n: int, names: str) -> list[str]:
 def read_delimited(
     path: Path,
     columns: Sequence[tuple[str, pa.DataType]],
-    check_line: Callable[[str], None],
+    parse_line: Callable[[str], Sequence],
+    bad: Quarantine,
     *,
     delimiter: str = ",",
     header: bool = True,
     encoding: str = "utf-8",
     keep: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
+    accept: Callable[[pa.RecordBatch], bool] | None = None,
     quoted: bool = False,
 ) -> pa.Table:
     """The file's columns (those not named SKIP) as a table, read in batches.
 
-    `columns` lists every field of a line in order. `check_line(text)` raises ValueError
-    with a reason for a bad line; it is only run (line by line) when the fast reader fails
-    or finds an empty or non-finite value, to say where. `keep` may filter each batch
-    (e.g. the two properties of a 20M-row file that are used) before values are checked.
+    `columns` lists every field of a line in order. `parse_line(text)` returns the values of
+    the kept columns or raises ValueError (BadRow) with a reason. It only runs, line by
+    line, when the fast reader fails, finds an empty or non-finite value, or `accept`
+    rejects a batch (e.g. an unknown event name); its bad lines go to `bad`. `keep` may
+    filter each batch (e.g. the two properties of a 20M-row file that are used) before
+    values are checked.
     """
     names = [name if name != SKIP else f"_{i}" for i, (name, _) in enumerate(columns)]
     wanted = [n for n, (name, _) in zip(names, columns) if name != SKIP]
     types = {n: t for n, (name, t) in zip(names, columns) if name != SKIP}
+    schema = pa.schema([(n, types[n]) for n in wanted])
+    encoding = encoding_of(path, encoding)
     try:
         reader = pacsv.open_csv(
             path,
@@ -133,16 +150,17 @@ def read_delimited(
                 column_types=types, include_columns=wanted, strings_can_be_null=False, quoted_strings_can_be_null=False
             ),
         )
-        batches = []
+        batches, rows = [], 0
         for batch in reader:
+            rows += batch.num_rows
             batch = keep(batch) if keep else batch
-            if not _complete(batch):
-                raise ValueError("empty or non-finite value")
+            if not _complete(batch) or (accept and not accept(batch)):
+                raise ValueError("a value to look at line by line")
             batches.append(batch)
-        schema = pa.schema([(n, types[n]) for n in wanted])
-        table = pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
-    except (pa.ArrowInvalid, ValueError) as err:
-        locate(path, check_line, header, encoding, f"unreadable ({str(err).splitlines()[0][:300]})")
+        bad.count(path, rows)
+    except (pa.ArrowInvalid, ValueError):
+        batches = list(_parse_lines(path, schema, parse_line, bad, header, encoding, keep))
+    table = pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
     return table.rename_columns([name for name, _ in columns if name != SKIP])
 
 
@@ -157,14 +175,25 @@ def _complete(batch: pa.RecordBatch) -> bool:
     return True
 
 
-def locate(path: Path, check_line: Callable[[str], None], header: bool, encoding: str, otherwise: str) -> NoReturn:
-    """Raise InputError at the first line `check_line` rejects, or `<path>: <otherwise>`."""
+def _parse_lines(path, schema, parse_line, bad, header, encoding, keep) -> Iterator[pa.RecordBatch]:
+    """Batches of the lines `parse_line` accepts; the others go to `bad`."""
+    rows: list[Sequence] = []
     try:
-        for no, text in lines(path, encoding, skip_header=header):
+        for no, text in bad.lines(path, encoding, skip_header=header):
             try:
-                check_line(text)
+                rows.append(parse_line(text))
             except ValueError as err:
-                raise malformed(path, no, str(err)) from None
+                bad.add(path, no, err, text)
+            if len(rows) == FALLBACK_BATCH:
+                yield _batch(rows, schema, keep)
+                rows = []
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not {encoding} text ({err.reason} at byte {err.start})") from None
-    raise InputError(f"{path}: {otherwise}")
+    if rows:
+        yield _batch(rows, schema, keep)
+
+
+def _batch(rows: list[Sequence], schema: pa.Schema, keep) -> pa.RecordBatch:
+    arrays = [pa.array([r[k] for r in rows], f.type) for k, f in enumerate(schema)]
+    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    return keep(batch) if keep else batch

@@ -9,8 +9,11 @@
 - `category_tree.csv` (optional): `categoryid,parentid`, used to spell out the category
   path in the description.
 
-Titles are synthetic since the real ones are hashed: "item <id> category <cat>" ("item <id>"
-without a category); the description is "category path: <root> > ... > <cat>".
+The real names are hashed, so an item's only text is its category: title "category <root> >
+... > <cat>" (the path from the tree), no description. It names no item id, so the items of a
+category share one text and the encoder runs once per category, not once per item; items
+without a category get the placeholder "item <id>" (no text). Bad lines (an unknown event
+name, an empty id) go to the quarantine.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys.importers import parse
+from recsys import schema as S
 from recsys.importers.parse import SKIP, int_value, split_fields, text_value
+from recsys.importers.quarantine import BadRow, Quarantine
 from recsys.importers.writer import Dataset, events_table, items_table
 
 EVENT_MAP = {"view": "view", "addtocart": "cart", "transaction": "purchase"}
@@ -31,22 +36,21 @@ PROPERTY_COLUMNS = ["timestamp", "itemid", "property", "value"]
 USED_PROPERTIES = ("categoryid", "available")
 
 
-def load(path: Path) -> Dataset:
+def load(path: Path, bad: Quarantine) -> Dataset:
     path = Path(path)
     parse.require_dir(path, "a RetailRocket folder with events.csv")
     events_file = parse.require_file(path, "events.csv", "RetailRocket events: " + ",".join(EVENT_COLUMNS))
-    events = _events(events_file)
-    category, available = _properties(sorted(path.glob("item_properties*.csv")))
-    parents = _tree(path / "category_tree.csv") if (path / "category_tree.csv").is_file() else {}
+    events = _events(events_file, bad)
+    category, available = _properties(sorted(path.glob("item_properties*.csv")), bad)
+    parents = _tree(path / "category_tree.csv", bad) if (path / "category_tree.csv").is_file() else {}
 
     ids = sorted(set(pc.unique(events.column("item_id")).to_pylist()) | set(category) | set(available))
-    titles, descriptions, categories = [], [], []
-    for item in ids:
-        cat = category.get(item)
-        categories.append(cat)
-        titles.append(f"item {item} category {cat}" if cat else f"item {item}")
-        descriptions.append("category path: " + " > ".join(_path(cat, parents)) if cat else None)
-    items = items_table(ids, titles, descriptions, categories, [available.get(i, True) for i in ids])
+    categories = [category.get(i) for i in ids]
+    titles = [
+        "category " + " > ".join(_path(cat, parents)) if cat else S.PLACEHOLDER_TITLE.format(i)
+        for i, cat in zip(ids, categories)
+    ]
+    items = items_table(ids, titles, None, categories, [available.get(i, True) for i in ids])
     notes = {
         "source": str(path),
         "item_properties": [f.name for f in sorted(path.glob("item_properties*.csv"))],
@@ -55,25 +59,28 @@ def load(path: Path) -> Dataset:
     return Dataset(events, items, notes)
 
 
-def _event_line(line: str) -> None:
+def _event_line(line: str) -> tuple[int, str, str, str]:
     ts, visitor, event, item, _ = split_fields(line, ",", 5, ",".join(EVENT_COLUMNS))
-    int_value(ts, "timestamp")
-    text_value(visitor, "visitorid")
-    text_value(item, "itemid")
-    if event.strip() not in EVENT_MAP:
-        raise ValueError(f"event {event.strip()!r} is not one of {', '.join(EVENT_MAP)}")
+    row = int_value(ts, "timestamp"), text_value(visitor, "visitorid"), event.strip(), text_value(item, "itemid")
+    if row[2] not in EVENT_MAP:
+        raise BadRow("unknown_event", f"event {row[2]!r} is not one of {', '.join(EVENT_MAP)}")
+    return row
 
 
-def _events(path: Path) -> pa.Table:
+def _known_events(batch: pa.RecordBatch) -> bool:
+    return pc.all(pc.is_in(batch.column("event"), pa.array(list(EVENT_MAP)))).as_py()
+
+
+def _events(path: Path, bad: Quarantine) -> pa.Table:
     parse.check_header(path, EVENT_COLUMNS, ",")
     table = parse.read_delimited(
         path,
         [("ts", pa.int64()), ("user", pa.string()), ("event", pa.string()), ("item", pa.string()), (SKIP, pa.string())],
         _event_line,
+        bad,
+        accept=_known_events,
     )
     event = table.column("event")
-    if not pc.all(pc.is_in(event, pa.array(list(EVENT_MAP)))).as_py():
-        parse.locate(path, _event_line, True, "utf-8", "unknown event type")
     mapped = pc.replace_substring_regex(event, "^addtocart$", "cart")
     mapped = pc.replace_substring_regex(mapped, "^transaction$", "purchase")
     return events_table(
@@ -81,15 +88,15 @@ def _events(path: Path) -> pa.Table:
     )
 
 
-def _property_line(line: str) -> None:
+def _property_line(line: str) -> tuple[int, str, str, str]:
     ts, item, prop, value = split_fields(line, ",", 4, ",".join(PROPERTY_COLUMNS))
-    int_value(ts, "timestamp")
-    text_value(item, "itemid")
-    if text_value(prop, "property") in USED_PROPERTIES:
-        text_value(value, f"{prop.strip()} value")
+    prop = text_value(prop, "property")
+    if prop in USED_PROPERTIES:
+        text_value(value, f"{prop} value")
+    return int_value(ts, "timestamp"), text_value(item, "itemid"), prop, value
 
 
-def _properties(files: list[Path]) -> tuple[dict[str, str], dict[str, bool]]:
+def _properties(files: list[Path], bad: Quarantine) -> tuple[dict[str, str], dict[str, bool]]:
     """Latest categoryid and available per item over every properties file."""
     if not files:
         return {}, {}
@@ -108,6 +115,7 @@ def _properties(files: list[Path]) -> tuple[dict[str, str], dict[str, bool]]:
                 f,
                 [("ts", pa.int64()), ("item", pa.string()), ("property", pa.string()), ("value", pa.string())],
                 _property_line,
+                bad,
                 keep=keep,
             )
         )
@@ -125,15 +133,15 @@ def _properties(files: list[Path]) -> tuple[dict[str, str], dict[str, bool]]:
     return category, available
 
 
-def _tree(path: Path) -> dict[str, str]:
+def _tree(path: Path, bad: Quarantine) -> dict[str, str]:
     parse.check_header(path, ["categoryid", "parentid"], ",")
     parents = {}
-    for no, line in parse.lines(path, skip_header=True):
+    for no, line in bad.lines(path, skip_header=True):
         try:
             cat, parent = split_fields(line, ",", 2, "categoryid,parentid")
             parents[text_value(cat, "categoryid")] = parent.strip()
         except ValueError as err:
-            raise parse.malformed(path, no, str(err)) from None
+            bad.add(path, no, err, line)
     return parents
 
 

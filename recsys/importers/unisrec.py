@@ -11,14 +11,15 @@ In the folder, for a dataset name N (found from the files):
   Or a single `N.inter` with `user_id:token`, `item_id:token` and optionally
   `timestamp:float` (Unix seconds), one interaction per line.
 - `N.text` (required; header `item_id:token  text:token_seq`): the item's text, used as its
-  title (items without one get "item <id>").
+  title (items without one get the placeholder "item <id>": no text, no encoder pass).
 - `N.item2index`, `N.user2index` (optional; `original_id<TAB>index`): when present, the
   index tokens of the `.inter` files are mapped back to the original ids (ASINs), which is
   also how `.text` is keyed.
 
 Without timestamps (the split files) the timestamps are synthetic as for amazon-seq:
 strictly increasing within a user, so the leave-one-out split reproduces valid and test.
-Interactions are `purchase` events (reviews stand for purchases).
+Interactions are `purchase` events (reviews stand for purchases). Bad lines go to the
+quarantine; so do all lines of a user whose sequence cannot be rebuilt from them.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys import schema as S
 from recsys.errors import InputError
 from recsys.importers import parse
 from recsys.importers.amazon_seq import sequences_dataset
+from recsys.importers.quarantine import BadRow, Quarantine
 from recsys.importers.writer import Dataset, events_table, items_table
 
 SPLITS = ("train", "valid", "test")
@@ -61,36 +64,45 @@ def _header(path: Path, required: tuple[str, ...]) -> dict[str, int]:
     return names
 
 
-def _index(path: Path) -> dict[str, str]:
+def _index(path: Path, bad: Quarantine) -> dict[str, str]:
     """`original<TAB>index` lines -> {index token: original id}."""
     out = {}
-    for no, line in parse.lines(path):
+    for no, line in bad.lines(path):
         try:
             original, idx = parse.split_fields(line, "\t", 2, "original id, index")
             out[parse.text_value(idx, "index")] = parse.text_value(original, "original id")
         except ValueError as err:
-            raise parse.malformed(path, no, str(err)) from None
+            bad.add(path, no, err, line)
     return out
 
 
-def _read_split(path: Path) -> list[tuple[str, tuple[str, ...], str, int]]:
-    """(user, history, target, line) of every line."""
+def _fields(line: str, width: int) -> list[str]:
+    fields = line.split("\t")
+    if len(fields) < width:
+        raise BadRow("field_count", f"{len(fields)} tab-separated fields where {width} were expected")
+    return fields
+
+
+def _read_split(path: Path, bad: Quarantine) -> list[tuple[str, tuple[str, ...], str, int, str]]:
+    """(user, history, target, line number, line) of every good line."""
     cols = _header(path, ("user_id", "item_id_list", "item_id"))
     width = max(cols.values()) + 1
     rows = []
-    for no, line in parse.lines(path, skip_header=True):
-        fields = line.split("\t")
-        if len(fields) < width:
-            raise parse.malformed(path, no, f"{len(fields)} tab-separated fields where {width} were expected")
-        user, hist, target = (fields[cols[c]].strip() for c in ("user_id", "item_id_list", "item_id"))
-        if not user or not target or not hist.split():
-            raise parse.malformed(path, no, "empty user_id, item_id_list or item_id")
-        rows.append((user, tuple(hist.split()), target, no))
+    for no, line in bad.lines(path, skip_header=True):
+        try:
+            fields = _fields(line, width)
+            user, hist, target = (fields[cols[c]].strip() for c in ("user_id", "item_id_list", "item_id"))
+            if not user or not target or not hist.split():
+                raise BadRow("empty_field", "empty user_id, item_id_list or item_id")
+        except ValueError as err:
+            bad.add(path, no, err, line)
+            continue
+        rows.append((user, tuple(hist.split()), target, no, line))
     return rows
 
 
-def rebuild(user: str, lines: list[tuple[tuple[str, ...], str, Path, int]]) -> list[str]:
-    """A user's full sequence from its (history, target, file, line) lines, in file order."""
+def rebuild(user: str, lines: list[tuple[tuple[str, ...], str, Path, int, str]]) -> list[str]:
+    """A user's full sequence from its (history, target, file, line number, line) lines, in file order."""
     cap = max(len(h) for h, *_ in lines)
     waiting: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for k, (hist, *_rest) in enumerate(lines):
@@ -99,38 +111,46 @@ def rebuild(user: str, lines: list[tuple[tuple[str, ...], str, Path, int]]) -> l
     for _ in range(len(lines)):
         nxt = waiting.get(tuple(seq[-cap:]))
         if not nxt:
-            _, _, file, no = lines[-1]
-            raise InputError(
-                f"{file}: cannot rebuild the sequence of user {user!r} (last line {no}): no line continues "
-                f"its first {len(seq)} items"
+            raise BadRow(
+                "broken_sequence",
+                f"cannot rebuild the sequence of user {user!r}: no line continues its first {len(seq)} items",
             )
         seq.append(lines[nxt.pop(0)][1])
     return seq
 
 
-def load(path: Path) -> Dataset:
+def load(path: Path, bad: Quarantine) -> Dataset:
     path = Path(path)
     name, split = find_name(path)
     text_file = parse.require_file(path, f"{name}.text", "item text: item_id:token<TAB>text:token_seq")
-    items_of = _index(path / f"{name}.item2index") if (path / f"{name}.item2index").is_file() else {}
-    users_of = _index(path / f"{name}.user2index") if (path / f"{name}.user2index").is_file() else {}
+    items_of = _index(path / f"{name}.item2index", bad) if (path / f"{name}.item2index").is_file() else {}
+    users_of = _index(path / f"{name}.user2index", bad) if (path / f"{name}.user2index").is_file() else {}
 
     if split:
         per_user: dict[str, list] = {}
         for s in SPLITS:
             file = parse.require_file(path, f"{name}.{s}.inter", f"the {s} split of {name}")
-            for user, hist, target, no in _read_split(file):
-                per_user.setdefault(user, []).append((hist, target, file, no))
-        users = list(per_user)
-        seqs = [[items_of.get(i, i) for i in rebuild(u, per_user[u])] for u in users]
-        data = sequences_dataset([users_of.get(u, u) for u in users], seqs, path)
-        events = data.events
+            for user, hist, target, no, line in _read_split(file, bad):
+                per_user.setdefault(user, []).append((hist, target, file, no, line))
+        users, seqs = [], []
+        for u, lines in per_user.items():
+            try:
+                seq = rebuild(u, lines)
+            except BadRow as err:
+                for *_, file, no, line in lines:
+                    bad.add(file, no, err, line)
+                continue
+            users.append(users_of.get(u, u))
+            seqs.append([items_of.get(i, i) for i in seq])
+        if not users:
+            raise InputError(f"{path}: no user sequence could be rebuilt from the {name} split files")
+        events = sequences_dataset(users, seqs, path).events
     else:
-        events = _read_plain(path / f"{name}.inter", items_of, users_of)
+        events = _read_plain(path / f"{name}.inter", items_of, users_of, bad)
 
-    texts = _texts(text_file)
+    texts = _texts(text_file, bad)
     ids = sorted(set(events.column("item_id").to_pylist()) | set(items_of.values()))
-    titles = [texts.get(i) or f"item {i}" for i in ids]
+    titles = [texts.get(i) or S.PLACEHOLDER_TITLE.format(i) for i in ids]
     items = items_table(ids, titles)
     notes = {
         "source": str(path),
@@ -141,39 +161,39 @@ def load(path: Path) -> Dataset:
     return Dataset(events, items, notes)
 
 
-def _texts(path: Path) -> dict[str, str]:
+def _texts(path: Path, bad: Quarantine) -> dict[str, str]:
     cols = _header(path, ("item_id", "text"))
     out = {}
-    for no, line in parse.lines(path, skip_header=True):
+    for no, line in bad.lines(path, skip_header=True):
         fields = line.split("\t")
-        if len(fields) <= max(cols.values()):
-            # An item whose text is empty loses its trailing tab in some dumps: no text.
-            if len(fields) == cols["text"] and fields[cols["item_id"]].strip():
-                continue
-            width = max(cols.values()) + 1
-            raise parse.malformed(path, no, f"{len(fields)} tab-separated fields where {width} were expected")
-        item = fields[cols["item_id"]].strip()
-        if not item:
-            raise parse.malformed(path, no, "empty item_id")
+        # An item whose text is empty loses its trailing tab in some dumps: no text.
+        if len(fields) == cols["text"] and cols["item_id"] < len(fields) and fields[cols["item_id"]].strip():
+            continue
+        try:
+            item = parse.text_value(_fields(line, max(cols.values()) + 1)[cols["item_id"]], "item_id")
+        except ValueError as err:
+            bad.add(path, no, err, line)
+            continue
         out[item] = " ".join(fields[cols["text"]].split())
     return out
 
 
-def _read_plain(path: Path, items_of: dict[str, str], users_of: dict[str, str]):
+def _read_plain(path: Path, items_of: dict[str, str], users_of: dict[str, str], bad: Quarantine):
     cols = _header(path, ("user_id", "item_id"))
     has_ts = "timestamp" in cols
     users, items, ts = [], [], []
-    for no, line in parse.lines(path, skip_header=True):
-        fields = line.split("\t")
+    for no, line in bad.lines(path, skip_header=True):
         try:
-            if len(fields) <= max(cols.values()):
-                raise ValueError(f"{len(fields)} tab-separated fields where {max(cols.values()) + 1} were expected")
-            users.append(users_of.get(u := parse.text_value(fields[cols["user_id"]], "user_id"), u))
-            items.append(items_of.get(i := parse.text_value(fields[cols["item_id"]], "item_id"), i))
-            if has_ts:
-                ts.append(parse.float_value(fields[cols["timestamp"]], "timestamp"))
+            fields = _fields(line, max(cols.values()) + 1)
+            user = users_of.get(u := parse.text_value(fields[cols["user_id"]], "user_id"), u)
+            item = items_of.get(i := parse.text_value(fields[cols["item_id"]], "item_id"), i)
+            t = parse.float_value(fields[cols["timestamp"]], "timestamp") if has_ts else None
         except ValueError as err:
-            raise parse.malformed(path, no, str(err)) from None
+            bad.add(path, no, err, line)
+            continue
+        users.append(user)
+        items.append(item)
+        ts.append(t)
     if not users:
         raise InputError(f"{path}: no interactions")
     if has_ts:

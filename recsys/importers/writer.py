@@ -1,11 +1,13 @@
 """Write an imported dataset into the raw lake exactly as `recsys generate` does.
 
 - `raw/events/date=YYYY-MM-DD/part-0.parquet`: the day's events (recsys.schema.EVENTS_SCHEMA),
-  sorted by ts, one folder per day that has events;
+  sorted by ts then user with a stable sort, so a user's events with equal timestamps keep
+  the dataset's order; one folder per day that has events;
 - `raw/items/date=YYYY-MM-DD/part-0.parquet`: catalogue rows (ITEMS_SCHEMA) of the items
   first seen that day. An item's created_at is UTC midnight of the day of its first event,
   so it is never after that event; items without events go to the first day. Every item an
-  event names gets a row (title "item <id>" when the dataset has none for it).
+  event names gets a row (the placeholder title "item <id>", i.e. no text, when the dataset
+  has none for it).
 
 Folders of the days written are replaced whole; raw days outside the dataset's span that
 were already in the lake are left as they are (import into an empty lake root).
@@ -69,7 +71,7 @@ def events_table(users, items, event_type, ts_us, rating=None) -> pa.Table:
     )
 
 
-def items_table(ids, titles, descriptions=None, categories=None, available=None) -> pa.Table:
+def items_table(ids, titles, descriptions=None, categories=None, available=None, prices=None) -> pa.Table:
     n = len(ids)
     return pa.Table.from_arrays(
         [
@@ -77,7 +79,7 @@ def items_table(ids, titles, descriptions=None, categories=None, available=None)
             pa.array(titles, pa.string()),
             pa.array(descriptions if descriptions is not None else [None] * n, pa.string()),
             pa.array(categories if categories is not None else [None] * n, pa.string()),
-            pa.nulls(n, pa.float64()),
+            pa.array(prices if prices is not None else [None] * n, pa.float64()),
             pa.array(available if available is not None else [True] * n, pa.bool_()),
         ],
         names=list(ITEM_COLUMNS),
@@ -115,13 +117,15 @@ def sequence_timestamps(lengths: np.ndarray, seed: int = 0, end: dt.date = SYNTH
     return (first[owner] + offset) * 1_000_000
 
 
-def write_raw(lake_root: Path, data: Dataset) -> dict:
-    """Write `data` as raw event and item partitions; return a summary of what was written."""
+def write_raw(lake_root: Path, data: Dataset, dry_run: bool = False) -> dict:
+    """Write `data` as raw event and item partitions; return a summary of what was written
+    (with `dry_run`, of what would be: nothing is written)."""
     lake = Lake(Path(lake_root))
     events = data.events.select(list(S.EVENTS_SCHEMA.names)).cast(S.EVENTS_SCHEMA)
     if events.num_rows == 0:
         raise InputError(f"{data.notes.get('source', 'dataset')}: no events to import")
-    events = events.sort_by([(S.TS, "ascending"), (S.USER_ID, "ascending"), (S.ITEM_ID, "ascending")])
+    # Arrow's sort is stable: ties keep the dataset's order, so sequences are deterministic.
+    events = events.sort_by([(S.TS, "ascending"), (S.USER_ID, "ascending")])
     ts = events.column(S.TS).cast(pa.int64()).to_numpy()
     day = ts // DAY_US
     first_day, last_day = int(day[0]), int(day[-1])
@@ -129,7 +133,7 @@ def write_raw(lake_root: Path, data: Dataset) -> dict:
 
     event_days = np.unique(day)
     bounds = np.searchsorted(day, np.append(event_days, event_days[-1] + 1))
-    for k, d in enumerate(event_days):
+    for k, d in enumerate([] if dry_run else event_days):
         part = events.slice(bounds[k], bounds[k + 1] - bounds[k])
         write_partition(lake.events_partition(EPOCH + dt.timedelta(days=int(d))), part)
 
@@ -138,7 +142,7 @@ def write_raw(lake_root: Path, data: Dataset) -> dict:
     items, item_day = items.take(pa.array(order)), item_day[order]
     item_days = np.unique(item_day)
     bounds = np.searchsorted(item_day, np.append(item_days, item_days[-1] + 1))
-    for k, d in enumerate(item_days):
+    for k, d in enumerate([] if dry_run else item_days):
         part = items.slice(bounds[k], bounds[k + 1] - bounds[k])
         write_partition(lake.items_partition(EPOCH + dt.timedelta(days=int(d))), part)
 
@@ -152,8 +156,7 @@ def write_raw(lake_root: Path, data: Dataset) -> dict:
         "start_date": (EPOCH + dt.timedelta(days=first_day)).isoformat(),
         "end_date": (EPOCH + dt.timedelta(days=last_day)).isoformat(),
         "event_types": {c["values"]: c["counts"] for c in sorted(counts, key=lambda c: -c["counts"])},
-        "events_path": str(lake.raw_events),
-        "items_path": str(lake.raw_items),
+        **({} if dry_run else {"events_path": str(lake.raw_events), "items_path": str(lake.raw_items)}),
         **{k: v for k, v in data.notes.items() if k != "source"},
     }
 

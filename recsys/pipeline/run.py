@@ -8,7 +8,7 @@ import time
 
 from recsys.config import Settings
 from recsys.errors import ConfigError
-from recsys.lake import Lake, parse_ds
+from recsys.lake import STAGES, Lake, parse_ds
 from recsys.pipeline import stages as st
 
 log = logging.getLogger(__name__)
@@ -17,13 +17,13 @@ log = logging.getLogger(__name__)
 def run_pipeline(ds, settings: Settings, stages: str | None = None, force_promote: bool = False) -> dict:
     """Run `stages` (comma-separated; default all) for `ds`; return the run summary."""
     day = parse_ds(ds)
-    chosen = [s.strip() for s in stages.split(",")] if stages else list(st.STAGES)
-    unknown = [s for s in chosen if s not in st.STAGES]
+    chosen = [s.strip() for s in stages.split(",")] if stages else list(STAGES)
+    unknown = [s for s in chosen if s not in STAGES]
     if unknown:
-        raise ConfigError(f"unknown stage(s) {unknown}; expected some of {list(st.STAGES)}")
+        raise ConfigError(f"unknown stage(s) {unknown}; expected some of {list(STAGES)}")
     summary: dict = {"ds": day.isoformat(), "stages": {}}
     t0 = time.perf_counter()
-    for name in st.STAGES:
+    for name in STAGES:
         if name not in chosen:
             continue
         log.info("stage %s for %s", name, day)

@@ -27,16 +27,13 @@ log = logging.getLogger(__name__)
 # The gate reason that opens with this names the baseline serving a first night and why.
 FIRST_NIGHT = "no champion yet and the challenger failed: "
 
-STAGES = ("validate", "features", "encode", "train", "evaluate", "gate", "score", "publish", "retention")
-
-
 def _ctx(ds, settings: Settings | None) -> tuple[dt.date, Settings, Lake]:
     settings = settings or get_settings()
     return parse_ds(ds), settings, Lake(Path(settings.lake_root))
 
 
 def _save(lake: Lake, ds: dt.date, stage: str, result: dict) -> dict:
-    path = lake.run_dir(ds) / f"{stage}.json"
+    path = lake.stage_result(ds, stage)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2, default=str))
@@ -45,10 +42,7 @@ def _save(lake: Lake, ds: dt.date, stage: str, result: dict) -> dict:
 
 
 def load_result(lake: Lake, ds: dt.date, stage: str) -> dict:
-    path = lake.run_dir(ds) / f"{stage}.json"
-    if not path.exists():
-        raise InputError(f"{path}: stage {stage!r} has not run for {ds} yet")
-    return json.loads(path.read_text())
+    return lake.read_stage_result(ds, stage)
 
 
 def _spark(settings: Settings):
@@ -101,6 +95,22 @@ def _items(lake: Lake, day: dt.date):
 
 
 # --- 3. encode item text ---------------------------------------------------------------------
+def _text_priority(lake: Lake, day: dt.date, idx: np.ndarray) -> np.ndarray:
+    """Positions into `idx` (item_idx of the texts), most worth a vector first: new items (text
+    is all a cold item has), then by users who touched the item in the window."""
+    import pyarrow.dataset as pads
+
+    stats = pads.dataset(lake.features(day) / "item_stats", format="parquet").to_table(
+        columns=[S.ITEM_IDX, S.AGE_DAYS, S.N_USERS])
+    at = stats.column(S.ITEM_IDX).to_numpy()
+    size = int(max(idx.max(initial=-1), at.max(initial=-1))) + 1
+    users, age = np.zeros(size), np.full(size, np.inf)
+    users[at] = np.nan_to_num(stats.column(S.N_USERS).to_numpy(zero_copy_only=False).astype(float))
+    age[at] = np.nan_to_num(stats.column(S.AGE_DAYS).to_numpy(zero_copy_only=False).astype(float), nan=np.inf)
+    new = age[idx] < S.NEW_ITEM_DAYS
+    return np.lexsort((-users[idx], ~new))
+
+
 def encode(ds, settings: Settings | None = None) -> dict:
     """Language-model vectors for every catalogue item, reusing the text-hash cache."""
     from recsys.text.encoder import TextEncoder, encode_with_cache, item_text
@@ -125,6 +135,8 @@ def encode(ds, settings: Settings | None = None) -> dict:
         lake.text_cache,
         settings.text_model,
         lambda: TextEncoder(settings.text_model, settings.text_batch_size, settings.text_max_length, settings.device),
+        budget_seconds=settings.encode_budget_minutes * 60,
+        priority=_text_priority(lake, day, idx),
     )
     # Row i of the matrix is item_idx i; items missing from the catalogue or without text stay zero.
     n = int(all_idx.max()) + 1 if len(all_idx) else 0
@@ -158,6 +170,7 @@ def train(ds, settings: Settings | None = None) -> dict:
     from recsys.data.interactions import load_interactions
     from recsys.evaluate.protocol import validation_cases
     from recsys.models import build_model
+    from recsys.models.mtrl.launch import fit_distributed, train_processes
     from recsys.store.registry import register_model
 
     day, settings, lake = _ctx(ds, settings)
@@ -182,18 +195,23 @@ def train(ds, settings: Settings | None = None) -> dict:
         fit_data, valid, params, fit_extra = data.in_splits("train", "valid"), None, {}, {}
     if len(fit_data.item) == 0:
         raise InputError(f"{lake.features(day)}: no training interactions before the holdout window")
-    model = build_model(settings.model_kind, **params)
-    model.fit(fit_data, valid, **fit_extra)
     fingerprint = _fingerprint(lake.features(day) / "events")
     version = f"{settings.model_kind}-{day.isoformat()}-{fingerprint[:8]}"
     path = lake.models_root / version
-    model.save(path)
+    procs = train_processes(settings.train_procs) if settings.model_kind == "mtrl" else 1
+    if procs > 1:
+        # torchrun's rank 0 saves the same folder the in-process fit would; the rest is alike.
+        fit_distributed(procs, lake.features(day), path, params, n_items=data.n_items, refit=True)
+    else:
+        model = build_model(settings.model_kind, **params)
+        model.fit(fit_data, valid, **fit_extra)
+        model.save(path)
     config = {"model_kind": settings.model_kind, "seed": settings.seed, "text_model": settings.text_model, **{
         k: v for k, v in params.items() if isinstance(v, (int, float, str, type(None)))}}
     register_model(_db(settings), version=version, ds=day, kind=settings.model_kind, path=str(path), config=config, fingerprint=fingerprint)
     result = {
         "model_version": version, "path": str(path), "fingerprint": fingerprint,
-        "train_interactions": int(len(fit_data.item)), "items": int(data.n_items),
+        "train_interactions": int(len(fit_data.item)), "items": int(data.n_items), "processes": procs,
         "seconds": round(time.perf_counter() - t0, 2),
     }
     return _save(lake, day, "train", result)
@@ -307,21 +325,23 @@ def score(ds, settings: Settings | None = None) -> dict:
 
 # --- 8. publish ------------------------------------------------------------------------------
 def publish(ds, settings: Settings | None = None, run_id: str | None = None) -> dict:
-    """COPY tonight's lists into side partitions, validate, switch atomically."""
+    """COPY tonight's lists into side partitions, validate, switch atomically (with the fallback list)."""
     from recsys.store.publish import publish_batch
 
     day, settings, lake = _ctx(ds, settings)
     scored = load_result(lake, day, "score")
     known = _items(lake, day).column(S.ITEM_ID)
-    similar = scored.get("similar_path")
+    similar, fallback = scored.get("similar_path"), scored.get("fallback_path")
     res = publish_batch(
         _db(settings), ds=day, model_version=scored["model_version"], recs_path=Path(scored["path"]),
         k=settings.top_k, run_id=run_id, expected_users=scored["users"], expected_rows=scored.get("expected_rows"),
         known_items=known, similar_path=Path(similar) if similar else None, similar_k=settings.similar_k,
+        fallback_path=Path(fallback) if fallback else None,
     )
     result = {
         "batch_id": res.batch_id, "rows": res.rows, "users": res.users, "seconds": round(res.seconds, 2),
         "replaced_batch_ids": list(res.replaced_batch_ids), "similar_rows": res.similar_rows,
+        "fallback_rows": res.fallback_rows,
     }
     return _save(lake, day, "publish", result)
 

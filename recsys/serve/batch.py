@@ -4,7 +4,8 @@
   event on ds whose events the features could not use (e.g. only unknown items);
 - users whose history holds an item the model knows are ranked by the model
   (`recsys.scoring.rank_users`: fast path for factorised models, else `model.score`);
-  everyone else gets the popularity fallback (distinct users per item over the last week);
+  everyone else gets the popularity fallback (distinct users per item over the last week),
+  which is also written on its own (`fallback.parquet`) for users not in tonight's lists;
 - never recommended: unavailable items to anyone, and per user what `exclude` names
   ('purchased' by default, 'seen', or 'none');
 - an optional MMR re-rank by category (`diversity_lambda` > 0);
@@ -39,6 +40,7 @@ from recsys.serve.similar import lists_table, similar_items, write_similar
 log = logging.getLogger(__name__)
 
 RECS_FILE = "recommendations.parquet"
+FALLBACK_FILE = "fallback.parquet"
 EXCLUDE_CHOICES = ("purchased", "seen", "none")
 NEW_ITEM_DAYS = S.NEW_ITEM_DAYS
 POPULAR = "popular"
@@ -152,6 +154,17 @@ def _mark_new(reasons: np.ndarray, items: np.ndarray, scores: np.ndarray, seqs: 
         reasons[u, cols] = NEW_FOR_YOU
 
 
+def _write_fallback(out: Path, items: np.ndarray, scores: np.ndarray, cat: Catalogue) -> dict:
+    """The one (1, K) popularity list as out/fallback.parquet: rank, item_id, score, reason 'popular'."""
+    table = lists_table(
+        np.array([POPULAR]), np.clip(items, 0, len(cat.item_ids) - 1), scores, cat.item_ids, "list", "item_id",
+        extra={"reason": np.full(items.shape, POPULAR, dtype=object)},
+    ).drop_columns(["list"])
+    path = out / FALLBACK_FILE
+    pq.write_table(table, path)
+    return {"fallback_path": str(path), "fallback_rows": int(table.num_rows)}
+
+
 def score_all_users(
     lake: Lake,
     day: dt.date,
@@ -191,13 +204,13 @@ def score_all_users(
     keys, items, scores, why = [data.user_ids[warm].astype(str)], [ranking.items], [ranking.scores], [reasons]
     expected = ranking.expected_rows()
 
+    # The week's most popular available items: the list of users the model can do nothing for,
+    # and the batch's fallback list for users it has no list for at all.
+    fallback = rank_users(
+        build_model("popularity").fit(data), [np.zeros(0, np.int32)], k, blocked=cat.blocked, device=device,
+        diversity_lambda=diversity_lambda, category=category,
+    )
     if len(cold_ids):
-        # Nothing the model can use: the week's most popular available items, the same for all.
-        popular = build_model("popularity").fit(data)
-        fallback = rank_users(
-            popular, [np.zeros(0, np.int32)], k, blocked=cat.blocked, device=device,
-            diversity_lambda=diversity_lambda, category=category,
-        )
         rep = len(cold_ids)
         keys.append(cold_ids)
         items.append(np.repeat(fallback.items, rep, axis=0))
@@ -216,11 +229,12 @@ def score_all_users(
     out.mkdir(parents=True, exist_ok=True)
     path = out / RECS_FILE
     pq.write_table(table, path)
+    popular = _write_fallback(out, fallback.items, fallback.scores, cat)
     listed = int(np.isfinite(all_scores).any(axis=1).sum())
     result = {
         "path": str(path), "users": listed, "rows": int(table.num_rows), "expected_rows": int(expected),
         "k": int(k), "cold_start_users": int(len(cold_ids)), "fast_path": is_factorised(model), "exclude": exclude,
-        "diversity_lambda": float(diversity_lambda),
+        "diversity_lambda": float(diversity_lambda), **popular,
     }
     if result["rows"] != result["expected_rows"]:
         log.warning("%s rows scored, %s expected: the model left candidates unscored (NaN)", result["rows"], expected)

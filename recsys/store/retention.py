@@ -1,11 +1,11 @@
 """Retention: drop the partitions of batches nobody will serve again, and what killed publishers left.
 
-A batch's partitions (its user lists and similar-item lists) are dropped (DETACH, then DROP TABLE)
-when the batch is 'replaced' or 'failed', or when its ds is older than `today - keep_days`; the
-batch `current_batch` points at is never dropped, however old. A batch still 'loading' or
-'validating' is abandoned when no session holds its date's publisher lock (a killed publisher's
-lock goes with its connection): its side tables are dropped at once. Dropped batches keep their
-`batches` row, with status 'dropped', so the history stays readable.
+A batch's partitions (its user lists and similar-item lists) are dropped (DETACH, then DROP TABLE),
+and its fallback list's rows deleted, when the batch is 'replaced' or 'failed', or when its ds is
+older than `today - keep_days`; the batch `current_batch` points at is never dropped, however old.
+A batch still 'loading' or 'validating' is abandoned when no session holds its date's publisher
+lock (a killed publisher's lock goes with its connection): its side tables are dropped at once.
+Dropped batches keep their `batches` row, with status 'dropped', so the history stays readable.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ def _drop_one(conn, batch_id: int, cutoff: date) -> bool:
             conn.execute(f"ALTER TABLE recsys.{spec.parent} DETACH PARTITION recsys.{side_table(batch_id, spec)}")
         for spec in SPECS:
             conn.execute(f"DROP TABLE IF EXISTS recsys.{side_table(batch_id, spec)}")
+        conn.execute("DELETE FROM recsys.fallback_items WHERE batch_id = %s", (batch_id,))
         conn.execute(
             "UPDATE recsys.batches SET status = 'dropped', finished_at = coalesce(finished_at, now()), "
             "error = CASE WHEN status IN ('loading', 'validating') "

@@ -18,8 +18,9 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from recsys.lake import Lake, parse_ds
+from recsys.lake import STAGES, Lake, parse_ds
 from recsys.store.db import connect, one_line
+from recsys.tables import text_table
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 HEADLINE_METRICS = ("ndcg@10", "hr@10", "recall@20", "coverage@10")
 # A failure cause longer than this is cut: it must fit a table cell, the full text is in the task log.
 MAX_CAUSE_CHARS = 500
-STAGE_ORDER = ("validate", "features", "encode", "train", "evaluate", "gate", "score", "publish", "retention")
 
 
 def _read(path: Path) -> dict | None:
@@ -47,10 +47,8 @@ def collect_run_summary(lake_root: Path, ds, run_id: str | None = None) -> dict[
     """The run summary of `ds` from the stage results in the lake; stages that did not run are left out."""
     day = parse_ds(ds)
     lake = Lake(Path(lake_root))
-    runs = lake.run_dir(day)
-    stage = {name: _read(runs / f"{name}.json") for name in STAGE_ORDER}
-    # A validation submitted to a Spark cluster writes only its report; features only its manifest.
-    stage["validate"] = stage["validate"] or _read(lake.validation_report(day))
+    stage = {name: _read(lake.stage_result(day, name)) for name in STAGES}
+    # Features submitted to a Spark cluster leave only the manifest of the features folder.
     stage["features"] = stage["features"] or _read(lake.features(day) / "manifest.json")
 
     summary: dict[str, Any] = {"ds": day.isoformat()}
@@ -217,38 +215,44 @@ def recent_runs(url: str, limit: int = 10) -> list[dict]:
         return [dict(zip(cols, row)) for row in cur.fetchall()]
 
 
-def _cell(value, width: int) -> str:
-    text = "-" if value is None or value == "" else str(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _short(value, width: int):
+    text = None if value is None or value == "" else str(value)
+    return text if text is None or len(text) <= width else text[: width - 1] + "…"
+
+
+def _seconds(value) -> str | None:
+    return None if value is None else f"{float(value):.1f}"
 
 
 def format_runs(rows: list[dict]) -> str:
-    """`recsys status`: one line per batch, then the stage seconds and errors underneath."""
-    head = f"{'batch':>6}  {'ds':<10}  {'status':<11}  {'rows':>8}  {'users':>6}  {'gate':<6}  {'ndcg@10':>7}  {'secs':>6}  model"
-    lines = [head, "-" * len(head)]
+    """`recsys status`: one line per batch, then each batch's stage seconds, input and error."""
+    table, details = [], []
     for r in rows:
         run = (r.get("summary") or {}).get("run") or {}
         gate = (run.get("gate") or {}).get("decision")
         challenger = ((run.get("model") or {}).get("metrics") or {}).get("challenger") or {}
         status = r["status"] + ("*" if r.get("is_current") else "")
-        lines.append(
-            f"{r['batch_id']:>6}  {_cell(r['ds'], 10):<10}  {_cell(status, 11):<11}  {_cell(r['row_count'], 8):>8}  "
-            f"{_cell(r['user_count'], 6):>6}  {_cell(gate, 6):<6}  {_cell(challenger.get('ndcg@10'), 7):>7}  "
-            f"{_cell(run.get('seconds_total'), 6):>6}  {_cell(r['model_version'], 40)}"
-        )
+        table.append([
+            r["batch_id"], _short(r["ds"], 10), status, r["row_count"], r["user_count"], gate,
+            challenger.get("ndcg@10"), _seconds(run.get("seconds_total")), _short(r["model_version"], 40),
+        ])
+        lines = []
         seconds = run.get("seconds") or {}
         if seconds:
             # jsonb does not keep key order: show the stages in pipeline order.
-            order = sorted(seconds, key=lambda k: STAGE_ORDER.index(k) if k in STAGE_ORDER else len(STAGE_ORDER))
-            lines.append("        stages: " + ", ".join(f"{k} {seconds[k]}s" for k in order))
+            order = sorted(seconds, key=lambda k: STAGES.index(k) if k in STAGES else len(STAGES))
+            lines.append("  stages: " + ", ".join(f"{k} {seconds[k]}s" for k in order))
         inp = run.get("input") or {}
         if inp:
             lines.append(
-                f"        input: {inp.get('rows_in')} rows, {inp.get('rows_quarantined')} quarantined"
+                f"  input: {inp.get('rows_in')} rows, {inp.get('rows_quarantined')} quarantined"
                 + (f" ({', '.join(f'{k}: {v}' for k, v in inp['quarantine_reasons'].items())})" if inp.get("quarantine_reasons") else "")
             )
         if r.get("error"):
-            lines.append(f"        error: {_cell(r['error'], 200)}")
+            lines.append(f"  error: {_short(r['error'], 200)}")
+        if lines:
+            details += [f"batch {r['batch_id']} ({_short(r['ds'], 10)}):", *lines]
+    out = [text_table(table, ("batch", "ds", "status", "rows", "users", "gate", "ndcg@10", "secs", "model"))]
     if any(r.get("is_current") for r in rows):
-        lines.append("* serving now (recsys.current_batch)")
-    return "\n".join(lines)
+        out.append("* serving now (recsys.current_batch)")
+    return "\n".join(out + ([""] + details if details else []))

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from recsys.config import PACKAGED_TEXT_MODEL
+from recsys.device import resolve_device
 from recsys.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -35,16 +37,6 @@ def text_key(model: str, text: str) -> str:
     return hashlib.sha256(f"{model}\x00{text}".encode()).hexdigest()[:32]
 
 
-def pick_device(preference: str = "auto") -> str:
-    import torch
-
-    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("device=cuda but torch sees no CUDA device")
-        return "cuda"
-    return "cpu"
-
-
 @dataclass
 class TextEncoder:
     model_name: str
@@ -54,7 +46,10 @@ class TextEncoder:
 
     def __post_init__(self) -> None:
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        if not sys.stderr.isatty():  # a weight-loading bar in a task log is a wall of carriage returns
+            hf_logging.disable_progress_bar()
         path = resolve_model_path(self.model_name)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -62,7 +57,7 @@ class TextEncoder:
         except OSError as err:
             first = str(err).strip().splitlines()[0]
             raise ConfigError(f"text_model {self.model_name!r} could not be loaded offline: {first}") from None
-        self.device = pick_device(self.device)
+        self.device = resolve_device(self.device)
         self.model.to(self.device).eval()
 
     @property
@@ -108,38 +103,69 @@ def encode_with_cache(
     model_name: str,
     encoder_factory,
     progress: bool = True,
+    budget_seconds: float = 0.0,
+    priority: np.ndarray | None = None,
+    chunk: int = 4096,
 ) -> tuple[np.ndarray, dict]:
     """Encode `texts`, reusing vectors already in `cache_dir`; return (vectors, stats).
 
-    The cache is a folder of Parquet shards (key, vector); a night adds one shard with only
-    the texts it had not seen, so unchanged items are never re-encoded.
+    The cache is a folder of Parquet shards (key, vector); a night adds shards with only the
+    texts it had not seen, so unchanged items are never re-encoded. Each distinct text is
+    encoded once however many items share it. A blank text carries nothing: its row is zeros
+    (what the models read as "no text") and costs no forward pass.
+
+    With `budget_seconds` the new texts are encoded in `chunk`s, most important first (the
+    order of `priority`, indices into `texts`), until the budget is spent: a night with a huge
+    new catalogue still ends, the texts left over stay zero tonight (`deferred` in the stats)
+    and are encoded on the nights after, since every finished chunk is already in the cache.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    keys = [text_key(model_name, t) for t in texts]
+    blank = [not t.strip() for t in texts]
+    keys = [None if b else text_key(model_name, t) for t, b in zip(texts, blank)]
     cached: dict[str, np.ndarray] = {}
     if cache_dir.exists():
         for shard in sorted(cache_dir.glob("*.parquet")):
             table = pq.read_table(shard)
             for k, v in zip(table.column("key").to_pylist(), table.column("vector").to_numpy(zero_copy_only=False)):
                 cached[k] = np.asarray(v, dtype=np.float32)
-    missing = sorted({k for k in keys if k not in cached})
+    first_text: dict[str, str] = {}
+    for i in (range(len(texts)) if priority is None else priority):
+        if keys[i] is not None and keys[i] not in cached:
+            first_text.setdefault(keys[i], texts[i])
+    missing = list(first_text)  # in priority order
+    encoded: list[str] = []
     if missing:
-        first_text = {}
-        for k, t in zip(keys, texts):
-            first_text.setdefault(k, t)
         encoder = encoder_factory()
-        vectors = encoder.encode([first_text[k] for k in missing], progress=progress)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        shard = cache_dir / f"shard-{hashlib.sha256(''.join(missing).encode()).hexdigest()[:16]}.parquet"
-        tmp = shard.with_suffix(".tmp")
-        pq.write_table(pa.table({"key": missing, "vector": list(vectors)}), tmp)
-        tmp.replace(shard)  # a killed run never leaves a half-written shard behind
-        cached.update(zip(missing, vectors))
+        t0 = time.monotonic()
+        for start in range(0, len(missing), chunk):
+            if budget_seconds and encoded and time.monotonic() - t0 >= budget_seconds:
+                break
+            part = missing[start : start + chunk]
+            vectors = encoder.encode([first_text[k] for k in part], progress=progress)
+            shard = cache_dir / f"shard-{hashlib.sha256(''.join(sorted(part)).encode()).hexdigest()[:16]}.parquet"
+            tmp = shard.with_suffix(".tmp")
+            pq.write_table(pa.table({"key": part, "vector": list(vectors)}), tmp)
+            tmp.replace(shard)  # a killed run never leaves a half-written shard behind
+            cached.update(zip(part, vectors))
+            encoded += part
+    deferred = len(missing) - len(encoded)
+    if deferred:
+        log.warning("text encoding stopped at its budget of %.0fs: %d new texts deferred to a later night",
+                    budget_seconds, deferred)
     dims = {len(v) for v in cached.values()} if cached else {0}
     if len(dims) > 1:
         raise ConfigError(f"text cache {cache_dir} mixes vector sizes {sorted(dims)}")
     dim = dims.pop()
-    out = np.stack([cached[k] for k in keys]) if keys else np.zeros((0, dim), np.float32)
-    return out, {"texts": len(texts), "encoded": len(missing), "cached": len(texts) - len(missing), "dim": dim}
+    out = np.zeros((len(texts), dim), np.float32)
+    waiting = 0  # rows whose text is deferred
+    for i, k in enumerate(keys):
+        if k in cached:
+            out[i] = cached[k]
+        elif k is not None:
+            waiting += 1
+    n_blank = sum(blank)
+    stats = {"texts": len(texts), "encoded": len(encoded), "cached": len(texts) - len(encoded) - n_blank - waiting}
+    return out, {**stats, "blank": n_blank, "deferred": deferred, "dim": dim}

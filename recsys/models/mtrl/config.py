@@ -70,6 +70,9 @@ class MTRLConfig:
     rating_reward_scale: float = 2.0
     # SAC variant: the ranking loss of each position is weighted by its detached Q value.
     sac: bool = False
+    # SA2C variant (Xin et al. 2022): weighted by the advantage of the observed action over the
+    # Q head's sampled negatives instead (losses.advantage_weights); `sac` wins if both are on.
+    sa2c: bool = False
     # Q is meaningless at the start; weighting begins after this many steps (SQN does the same).
     sac_warmup_steps: int = 500
 
@@ -192,12 +195,12 @@ class MTRLConfig:
 PRESETS: dict[str, dict] = {
     "full": {},
     "no_text": {"item_repr": "id"},
-    "no_q": {"q_head": False, "sac": False},
+    "no_q": {"q_head": False, "sac": False, "sa2c": False},
     "no_behaviour": {"behaviour_heads": False, "rating_head": False},
     "no_memory": {"memory": False},
     # SASRec trained with full-catalogue cross-entropy: ids only, one task, no side inputs.
     "sasrec_ce": {
-        "item_repr": "id", "q_head": False, "sac": False, "behaviour_heads": False,
+        "item_repr": "id", "q_head": False, "sac": False, "sa2c": False, "behaviour_heads": False,
         "rating_head": False, "side_inputs": False, "memory": False, "reward_blend": False,
     },
 }

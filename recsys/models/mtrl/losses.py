@@ -53,6 +53,20 @@ def td_target(reward: torch.Tensor, done: torch.Tensor, next_value: torch.Tensor
     return (reward + gamma * (1.0 - done.to(reward.dtype)) * next_value).detach()
 
 
+def advantage_weights(q_sa: torch.Tensor, q_neg: torch.Tensor, cap: float = 3.0) -> torch.Tensor:
+    """SA2C-style weights (Xin et al. 2022) of each position's ranking loss, detached, batch mean 1.
+
+    A(s, a) = Q(s, a) - mean of Q over {a} and the K sampled actions: how much more the
+    observed action paid than what the user passed over. w = clip(1 + A, 0, cap) / mean, so
+    an action worth a purchase counts about twice a view, one worth less than the passed-over
+    items counts less, and the loss keeps its scale. q_sa (N,), q_neg (N, K) -> (N,).
+    """
+    with torch.no_grad():
+        adv = q_sa - torch.cat([q_sa[:, None], q_neg], dim=1).mean(dim=1)
+        w = (1.0 + adv).clamp(min=0.0, max=cap)
+        return w / w.mean() if w.sum() > 0 else torch.ones_like(w)
+
+
 def esmm(ctr_logit: torch.Tensor, cvr_logit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ESMM (Ma et al. 2018): pCTR, pCVR = P(buy | click), pCTCVR = pCTR x pCVR."""
     p_ctr, p_cvr = torch.sigmoid(ctr_logit), torch.sigmoid(cvr_logit)

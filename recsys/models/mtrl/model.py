@@ -134,7 +134,7 @@ class MTRLNet(nn.Module):
             x = block(x)
         return self.ln_f(x)
 
-    def forward(self, batch: dict[str, torch.Tensor], target_net: "MTRLNet | None" = None, sac: bool = False):
+    def forward(self, batch: dict[str, torch.Tensor], target_net: "MTRLNet | None" = None, sac: bool = False, sa2c: bool = False):
         """Training step: returns (total loss, per-task losses detached)."""
         cfg = self.cfg
         table = self.item_table(cfg.id_dropout)  # (I, D)
@@ -176,6 +176,8 @@ class MTRLNet(nn.Module):
                 w = q_sa.detach().clamp(min=0)
                 w = (w / w.mean()).clamp(max=3.0) if w.sum() > 0 else torch.ones_like(w)
                 ce = ce * w
+            elif sa2c:  # SA2C: weighted by the advantage over the passed-over actions
+                ce = ce * L.advantage_weights(q_sa, q_neg)
         parts["rank"] = ce.mean()
 
         # --- behaviour: ESMM over every impression (a step of type view..purchase) ---

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from recsys.data.interactions import Interactions
+from recsys.device import resolve_device
 from recsys.evaluate.protocol import EvalCases
 from recsys.models.mtrl.batches import CLICK, PURCHASE, Steps, Windows, make_windows, to_steps
 from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, fingerprint, save_checkpoint
@@ -41,13 +42,6 @@ class Artifact:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def pick_device(pref: str) -> torch.device:
-    if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        return torch.device("cuda", local)
-    return torch.device("cpu")
 
 
 def lr_at(step: int, cfg: MTRLConfig) -> float:
@@ -178,7 +172,7 @@ def train(
     out_dir: best checkpoint written there.
     """
     t_start = time.perf_counter()
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     rank, world = dist_setup(device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)  # epoch permutation and batches: identical on every rank
@@ -253,7 +247,8 @@ def train(
             # forward / backward
             batch = to_batch(win, idx, device, cfg.gap_dropout, local_rng)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss, parts = model(batch, target_net, sac=cfg.sac and step >= cfg.sac_warmup_steps)
+                warm = step >= cfg.sac_warmup_steps
+                loss, parts = model(batch, target_net, sac=cfg.sac and warm, sa2c=cfg.sa2c and warm)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             # clip, step, soft target update
