@@ -209,7 +209,7 @@ def cmd_bench(args) -> dict:
         from recsys.bench.score import run
 
         return run(users=args.users, items=args.items, k=args.bench_k, repeats=args.repeats,
-                   block_users=args.block_users, device=args.device)
+                   block_users=args.block_users, device=args.device, model_path=args.model)
     if args.action == "warmstart":
         from recsys.bench.warmstart import run
         from recsys.models.mtrl.config import parse_setting
@@ -340,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int, default=3, help="runs of each method, the best counts (default 3)")
     s.add_argument("--block-users", type=int, help="users per block (default: RECSYS_SCORE_BLOCK_USERS)")
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    s.add_argument("--model", help="a saved model folder (e.g. a night's mtrl) instead of a random factorised model; "
+                   "its catalogue sets --items")
     s = actions.add_parser("readers", help="read latency of concurrent apps while batches are published")
     s.add_argument("--rows", type=int, default=1_000_000, help="rows per batch (default 1000000)")
     s.add_argument("--readers", type=int, default=50, help="concurrent readers (default 50)")

@@ -68,3 +68,28 @@ PLACEHOLDER_TITLE = "item {}"
 
 def is_placeholder(item_id: str, title: str | None, category: str | None, description: str | None) -> bool:
     return title == PLACEHOLDER_TITLE.format(item_id) and not category and not description
+
+# --- scores: lake/scores/ds=YYYY-MM-DD/*.parquet (ranked lists the score stage writes and the
+# publish stage loads; recommendations one row per user and rank, similar items per item) ---
+RANK = "rank"
+SCORE = "score"
+REASON = "reason"
+SIMILAR_ITEM_ID = "similar_item_id"
+
+RECS_SCHEMA = pa.schema(
+    [
+        pa.field(USER_ID, pa.string(), nullable=False),
+        pa.field(RANK, pa.int16(), nullable=False),
+        pa.field(ITEM_ID, pa.string(), nullable=False),
+        pa.field(SCORE, pa.float32(), nullable=False),
+        pa.field(REASON, pa.string(), nullable=True),
+    ]
+)
+SIMILAR_SCHEMA = pa.schema(
+    [
+        pa.field(ITEM_ID, pa.string(), nullable=False),
+        pa.field(RANK, pa.int16(), nullable=False),
+        pa.field(SIMILAR_ITEM_ID, pa.string(), nullable=False),
+        pa.field(SCORE, pa.float32(), nullable=False),
+    ]
+)

@@ -63,13 +63,17 @@ EPOCHS = [
     {"epoch": 2, "ndcg@10": 0.14, "loss_rank": 0.7, "loss_q": 0.4},
     {"epoch": 3, "ndcg@10": 0.13, "loss_rank": 0.65, "loss_q": 0.38},
 ]
+NOTE = "rating head off: no ratings in the training data"
 BLEND = {"q": 0.2, "buy": 0.1, "memory": 0.35, "pop": [0.5, 0.25, 0.0], "chosen_on": {"final": 0.14}}
 
 
 def _metrics(ndcg: float, coverage: float) -> dict:
     return {"ndcg@10": ndcg, "hr@10": round(ndcg * 4, 4), "coverage@10": coverage, "users": 50,
             "curves": {"ndcg_by_history": [{"bucket": "1-2", "users": 10, "ndcg@10": ndcg / 2},
-                                           {"bucket": "3-5", "users": 40, "ndcg@10": ndcg}]}}
+                                           {"bucket": "3-5", "users": 40, "ndcg@10": ndcg}],
+                       # a popular-leaning model: half its lists in the top decile
+                       "exposure_by_decile": [0.5, 0.2, 0.1, 0.1, 0.05, 0.05, 0.0, 0.0, 0.0, 0.0],
+                       "interactions_by_decile": [0.4, 0.2, 0.1, 0.1, 0.05, 0.05, 0.04, 0.03, 0.02, 0.01]}}
 
 
 EVALUATE = {
@@ -120,7 +124,7 @@ def write_lake(root: Path) -> Lake:
                                                     "serving_version": CHAMPION})
     _features(lake)
     _model(lake, CHAMPION, {"config": {"d_model": 64, "max_len": 50}, "history": EPOCHS, "blend": BLEND,
-                            "best_ndcg10": 0.14})
+                            "best_ndcg10": 0.14, "notes": [NOTE]})
     _json(lake.models_root / CHALLENGER / "model.json", {"kind": "mtrl", "params": {"preset": "full"}})
     write_report(lake.models_root / CHALLENGER / f"report-{DS.isoformat()}.html", DS.isoformat(), EVALUATE, gate,
                  lake.root / "runs")

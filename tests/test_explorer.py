@@ -118,12 +118,14 @@ def client(airflow):
 
 # (path, texts the page must show)
 PAGES = [
-    ("serving", [html.escape(data.GATE_REASONS[0]), "fail", "0.1500", "unknown_item", "68.00", "NDCG@10 over the 30 nights", "report?ds=2026-11-26"]),
+    ("serving", [html.escape(data.GATE_REASONS[0]), "fail", "0.1500", "unknown_item", "68.00", "NDCG@10 over the 30 nights",
+                 "report?ds=2026-11-26", "by item popularity decile", "(interactions)"]),
     (f"run?ds={data.DS}", ["Nightly run for 2026-11-26", data.CHALLENGER, "12.50"]),
     ("user?id=u1", ["Headlamp 400 lumen", "because of i1", "Waterproof jacket", "purchase", "removed", "i6"]),
     ("user?id=a-new-user", ["a-new-user is not in this batch", "Merino hiking socks", "Fallback list (2 items)"]),
     ("item?id=i4", ["Headlamp 400 lumen", "In the lists of <strong>2</strong> users", "Trail running shoes"]),
-    ("model", [data.CHAMPION, "0.3500", "validation NDCG@10 per epoch", "training loss per task", "d_model"]),
+    ("model", [data.CHAMPION, "0.3500", "validation NDCG@10 per epoch", "training loss per task", "d_model",
+               "Notes from training", data.NOTE]),
 ]
 
 

@@ -255,6 +255,21 @@ def test_serving_histories_collapse_repeats_and_keep_the_last_steps():
     assert not gap.any()
 
 
+def test_a_history_scores_the_same_beside_longer_or_shorter_ones():
+    # Serving cuts each block to its longest history (causal attention, right padding): a user's
+    # scores must not depend on who shares the block.
+    from recsys.models.mtrl.blend import network_parts
+
+    net, _, _ = _net_and_batch()
+    net.eval()
+    short, long = np.array([3, 4]), np.array([1, 2, 3, 4, 5, 6])
+    together = network_parts(net, [short, long], 0)
+    for i, h in enumerate((short, long)):
+        alone = network_parts(net, [h], 0)
+        for name in together:
+            np.testing.assert_allclose(together[name][i], alone[name][0], rtol=1e-5, atol=1e-5)
+
+
 def test_constant_labels_switch_heads_off_and_say_so():
     data = funnel_data()
     plain = Interactions(data.user_ids, data.user, data.item, np.full(len(data.item), BUY, np.int8), data.ts, np.full(len(data.item), np.nan, np.float32), data.split, data.n_items)

@@ -370,5 +370,20 @@ def test_bench_score_prints_its_json_last(capsys):
     assert main(["bench", "score", "--users", "300", "--items", "500", "--k", "10", "--repeats", "1",
                  "--block-users", "128"]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(last) == {"users", "items", "k", "seconds", "gemm_bound_seconds", "ratio_vs_gemm_bound"}
+    assert set(last) == {"model", "users", "items", "k", "seconds", "gemm_bound_seconds", "ratio_vs_gemm_bound"}
     assert (last["users"], last["items"], last["k"]) == (300, 500, 10) and last["ratio_vs_gemm_bound"] > 0
+    assert last["model"] == "random-factorised"
+
+
+def test_bench_score_times_a_saved_model_on_its_own_catalogue(tmp_path, capsys):
+    import json
+
+    from recsys.cli import main
+    from recsys.models import build_model
+    from tests.test_mtrl_model import funnel_data
+
+    data = funnel_data()
+    build_model("mtrl", max_len=6, d=16, max_epochs=1).fit(data).save(tmp_path / "m")
+    assert main(["bench", "score", "--users", "40", "--k", "5", "--repeats", "1", "--model", str(tmp_path / "m")]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (last["model"], last["users"], last["items"]) == (str(tmp_path / "m"), 40, data.n_items)

@@ -64,17 +64,23 @@ def history_by_length(metrics: dict[str, dict]) -> tuple[list[str], dict[str, li
     return buckets, by_len
 
 
+def exposure_by_decile(metrics: dict[str, dict]) -> tuple[list[str], dict[str, list[float]]]:
+    """Share of each model's top 10s by item popularity decile (D1 = most popular), beside the
+    share of the interactions themselves: how far each model leans on the head of the catalogue."""
+    curves = {name: m.get("curves", {}) for name, m in metrics.items()}
+    exposure = {name: c["exposure_by_decile"] for name, c in curves.items() if c.get("exposure_by_decile")}
+    interactions = next((c["interactions_by_decile"] for c in curves.values() if c.get("interactions_by_decile")), None)
+    if interactions:
+        exposure["(interactions)"] = interactions
+    return list(DECILES), exposure
+
+
 def coverage_by_model(metrics: dict[str, dict]) -> tuple[list[str], dict[str, list[float | None]]]:
     return list(metrics), {"coverage@10": [m.get("coverage@10") for m in metrics.values()]}
 
 
 def write_report(path: Path, ds: str, evaluation: dict, gate: dict | None, runs_root: Path) -> Path:
     metrics = evaluation["metrics"]
-    curves = {name: m.get("curves", {}) for name, m in metrics.items()}
-    any_curve = next(iter(curves.values()), {})
-    exposure = {name: c["exposure_by_decile"] for name, c in curves.items() if c.get("exposure_by_decile")}
-    if any_curve.get("interactions_by_decile"):
-        exposure["(interactions)"] = any_curve["interactions_by_decile"]
     hist_labels, hist = metric_history(runs_root, end=dt.date.fromisoformat(ds))
     decision = ""
     if gate:
@@ -85,7 +91,7 @@ def write_report(path: Path, ds: str, evaluation: dict, gate: dict | None, runs_
             ("NDCG@10 over recent nights", line_chart("NDCG@10 per night", hist_labels, hist)),
             ("NDCG@10 by history length", bar_chart("NDCG@10 by history length", *history_by_length(metrics))),
             ("Popularity bias: share of recommendations by item popularity decile (D1 = most popular)",
-             bar_chart("share of recommendations by popularity decile", DECILES, exposure)),
+             bar_chart("share of recommendations by popularity decile", *exposure_by_decile(metrics))),
             ("Catalogue coverage@10", bar_chart("coverage@10", *coverage_by_model(metrics))),
         )
     )

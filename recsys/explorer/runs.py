@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from recsys.evaluate.plots import bar_chart, line_chart
-from recsys.evaluate.report import coverage_by_model, history_by_length, metric_history
+from recsys.evaluate.report import coverage_by_model, exposure_by_decile, history_by_length, metric_history
 from recsys.errors import InputError
 from recsys.lake import Lake
 from recsys.store.runlog import collect_run_summary
@@ -74,6 +74,8 @@ def run_charts(lake: Lake, view: dict) -> dict[str, str]:
     return {
         "history": line_chart(f"NDCG@10 over the {NIGHTS} nights to {view['ds']} (a gap: no evaluation)", labels, series),
         "by_length": bar_chart("NDCG@10 by history length (interactions)", *history_by_length(metrics)),
+        "deciles": bar_chart("share of recommendations by item popularity decile (D1 = most popular)",
+                             *exposure_by_decile(metrics)),
         "coverage": bar_chart("catalogue coverage@10", *coverage_by_model(metrics)),
         "stages": bar_chart("seconds per stage", list(seconds), {"seconds": list(seconds.values())}),
     }
@@ -132,6 +134,9 @@ def model_view(lake: Lake, version: str) -> dict | None:
         "best_ndcg10": meta.get("best_ndcg10"),
         "blend": {k: v for k, v in blend.items() if k != "chosen_on"},
         "memory_weight": blend.get("memory"),
+        # What training switched off or changed because the data could not train it (ablations
+        # the data made for itself), and the warm start or refit it ran.
+        "notes": list(meta.get("notes") or []),
         "champions": champion_history(lake),
     }
 

@@ -44,7 +44,7 @@ def load(path: Path, bad: Quarantine) -> Dataset:
     category, available = _properties(sorted(path.glob("item_properties*.csv")), bad)
     parents = _tree(path / "category_tree.csv", bad) if (path / "category_tree.csv").is_file() else {}
 
-    ids = sorted(set(pc.unique(events.column("item_id")).to_pylist()) | set(category) | set(available))
+    ids = sorted(set(pc.unique(events.column(S.ITEM_ID)).to_pylist()) | set(category) | set(available))
     categories = [category.get(i) for i in ids]
     titles = [
         "category " + " > ".join(_path(cat, parents)) if cat else S.PLACEHOLDER_TITLE.format(i)

@@ -157,8 +157,8 @@ def _mark_new(reasons: np.ndarray, items: np.ndarray, scores: np.ndarray, seqs: 
 def _write_fallback(out: Path, items: np.ndarray, scores: np.ndarray, cat: Catalogue) -> dict:
     """The one (1, K) popularity list as out/fallback.parquet: rank, item_id, score, reason 'popular'."""
     table = lists_table(
-        np.array([POPULAR]), np.clip(items, 0, len(cat.item_ids) - 1), scores, cat.item_ids, "list", "item_id",
-        extra={"reason": np.full(items.shape, POPULAR, dtype=object)},
+        np.array([POPULAR]), np.clip(items, 0, len(cat.item_ids) - 1), scores, cat.item_ids, "list", S.ITEM_ID,
+        extra={S.REASON: np.full(items.shape, POPULAR, dtype=object)},
     ).drop_columns(["list"])
     path = out / FALLBACK_FILE
     pq.write_table(table, path)
@@ -223,7 +223,7 @@ def score_all_users(
     all_scores = np.concatenate(scores)
     table = lists_table(
         np.concatenate(keys), np.clip(np.concatenate(items), 0, len(cat.item_ids) - 1), all_scores, cat.item_ids,
-        "user_id", "item_id", extra={"reason": np.concatenate(why)},
+        S.USER_ID, S.ITEM_ID, extra={S.REASON: np.concatenate(why)},
     )
     out = lake.scores(day)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from recsys import schema as S
 from recsys.scoring import rank_users
 
 SIMILAR_FILE = "similar_items.parquet"
@@ -134,11 +135,11 @@ def write_similar(out_dir: Path, neighbours: Neighbours, item_ids: np.ndarray, h
     items = neighbours.items[sources]
     scores = np.where(has_id[np.clip(items, 0, len(has_id) - 1)] & (items < len(item_ids)), scores, -np.inf)
     table = lists_table(item_ids[sources], np.clip(items, 0, len(item_ids) - 1), scores, item_ids,
-                        "item_id", "similar_item_id")
+                        S.ITEM_ID, S.SIMILAR_ITEM_ID)
     path = Path(out_dir) / SIMILAR_FILE
     pq.write_table(table, path)
     return {
         "similar_path": str(path), "similar_rows": int(table.num_rows),
-        "similar_items": int(len(np.unique(table.column("item_id").to_numpy(zero_copy_only=False)))),
+        "similar_items": int(len(np.unique(table.column(S.ITEM_ID).to_numpy(zero_copy_only=False)))),
         "similar_source": neighbours.source,
     }

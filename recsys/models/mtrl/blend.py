@@ -86,10 +86,12 @@ def bucket_of(lengths: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def network_parts(
-    net: MTRLNet, histories: list[np.ndarray], default_type: int, events=None, ts=None, block: int = 512
+    net: MTRLNet, histories: list[np.ndarray], default_type: int, events=None, ts=None, block: int = 512,
+    skip: frozenset[str] = frozenset(),
 ) -> dict[str, np.ndarray]:
     """(B,) item_idx histories (with each step's behaviour and µs time when known) ->
-    {name: (B, I) float32}: `rank` always, `q` with a Q head, `buy` with behaviour heads."""
+    {name: (B, I) float32}: `rank` always, `q` with a Q head, `buy` with behaviour heads, less
+    the names in `skip` (serving skips the terms its blend weighs 0: each is a (B, I) pass)."""
     was_training = net.training
     net.eval()
     table = net.item_table()  # (I, D)
@@ -97,10 +99,10 @@ def network_parts(
     for _, items, btype, gap, length in encoded_blocks(net, histories, events, ts, default_type, block):
         heads = net.last_states(items, btype, gap, length)
         parts = {"rank": torch.log_softmax(heads["rank"] @ table.T, dim=1)}  # (b, I)
-        if "q" in heads:
+        if "q" in heads and "q" not in skip:
             adv = heads["q"] @ table.T  # (b, I) A(s, a) up to the per-user V(s)
             parts["q"] = (adv - adv.mean(1, keepdim=True)) / adv.std(1, keepdim=True).clamp(min=1e-6)
-        if "ctr" in heads:
+        if "ctr" in heads and "buy" not in skip:
             parts["buy"] = F.logsigmoid(heads["ctr"] @ table.T) + F.logsigmoid(heads["cvr"] @ table.T)
         for k, v in parts.items():
             out.setdefault(k, []).append(v.float().cpu().numpy())

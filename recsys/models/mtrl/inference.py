@@ -26,7 +26,11 @@ def encoded_blocks(net: MTRLNet, histories, events=None, ts=None, default_type: 
             histories[sl], None if events is None else events[sl], None if ts is None else ts[sl],
             default_type, cfg.max_len, cfg.n_gap_buckets,
         )
-        items, btype, gap, length = (torch.from_numpy(a).to(device) for a in arrays)
+        # Right-padded with causal attention: steps past the block's longest history change no
+        # state that is read, so they are cut (short histories cost their length, not max_len).
+        width = int(arrays[3].max(initial=1))
+        items, btype, gap = (torch.from_numpy(a[:, :width]).to(device) for a in arrays[:3])
+        length = torch.from_numpy(arrays[3]).to(device)
         yield sl, items.clamp(max=net.n_items - 1), btype, gap, length
 
 

@@ -153,7 +153,8 @@ class MTRLModel:
         histories = list(histories)
         if self.factorised:
             return score_histories(self._ready(), histories, events, ts, default_type=self.meta.get("default_type", 0))
-        parts = network_parts(self._ready(), histories, self.meta.get("default_type", 0), events, ts)
+        unused = frozenset(name for name, w in (("q", self.blend.q), ("buy", self.blend.buy)) if w <= 0)
+        parts = network_parts(self._ready(), histories, self.meta.get("default_type", 0), events, ts, skip=unused)
         width = parts["rank"].shape[1]
         memory_log = self.memory.log_scores(histories, width) if self.memory is not None and self.blend.memory > 0 else None
         lengths = np.array([len(h) for h in histories])

@@ -32,20 +32,13 @@ from recsys.store.publish.batch import PublishResult, publish_batch
 from recsys.store.publish.encode import encode_lists
 from recsys.store.publish.fallback import FALLBACK_SCHEMA
 from recsys.store.publish.lifecycle import PUBLISH_LOCK_NAMESPACE, drop_side_tables
+from recsys.schema import ITEM_ID, RANK, REASON, RECS_SCHEMA, SCORE, SIMILAR_ITEM_ID, SIMILAR_SCHEMA, USER_ID
 from recsys.store.publish.lists import (
-    ITEM_ID,
-    RANK,
-    REASON,
     RECOMMENDATIONS,
-    RECS_SCHEMA,
     REQUIRED_COLUMNS,
-    SCORE,
     SEPARATOR,
-    SIMILAR_ITEM_ID,
     SIMILAR_ITEMS,
-    SIMILAR_SCHEMA,
     SPECS,
-    USER_ID,
     BatchValidationError,
     ListSpec,
     PublishConflictError,

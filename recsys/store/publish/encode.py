@@ -10,10 +10,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys.errors import DatabaseError
+from recsys.schema import RANK, SCORE
 from recsys.store.publish.lists import (
-    RANK,
     RECOMMENDATIONS,
-    SCORE,
     SEPARATOR,
     SIMILAR_ITEMS,
     BatchValidationError,

@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys.store.publish.encode import check_lists
-from recsys.store.publish.lists import ITEM_ID, RANK, REASON, SCORE, BatchValidationError, ListSpec
+from recsys.schema import ITEM_ID, RANK, REASON, SCORE
+from recsys.store.publish.lists import BatchValidationError, ListSpec
 from recsys.store.publish.load import normalise, open_dataset
 
 POPULAR = "popular"

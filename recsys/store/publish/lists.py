@@ -8,33 +8,9 @@ from datetime import date
 import pyarrow as pa
 
 from recsys.errors import DatabaseError
+from recsys.schema import ITEM_ID, REASON, RECS_SCHEMA, SCORE, SIMILAR_ITEM_ID, SIMILAR_SCHEMA, USER_ID
 
-# Columns of the recommendations Parquet (one row per user and rank).
-USER_ID = "user_id"
-RANK = "rank"
-ITEM_ID = "item_id"
-SCORE = "score"
-REASON = "reason"
-# ... and of the similar-items Parquet (one row per item and rank).
-SIMILAR_ITEM_ID = "similar_item_id"
-
-RECS_SCHEMA = pa.schema(
-    [
-        pa.field(USER_ID, pa.string(), nullable=False),
-        pa.field(RANK, pa.int16(), nullable=False),
-        pa.field(ITEM_ID, pa.string(), nullable=False),
-        pa.field(SCORE, pa.float32(), nullable=False),
-        pa.field(REASON, pa.string(), nullable=True),
-    ]
-)
-SIMILAR_SCHEMA = pa.schema(
-    [
-        pa.field(ITEM_ID, pa.string(), nullable=False),
-        pa.field(RANK, pa.int16(), nullable=False),
-        pa.field(SIMILAR_ITEM_ID, pa.string(), nullable=False),
-        pa.field(SCORE, pa.float32(), nullable=False),
-    ]
-)
+# The Parquet lists the score stage writes are a lake contract: their columns live in schema.
 REQUIRED_COLUMNS = tuple(f.name for f in RECS_SCHEMA if not f.nullable)
 
 # Text lists are stored as one text, their elements joined by the ASCII unit separator.

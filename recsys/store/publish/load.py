@@ -17,7 +17,8 @@ from psycopg.copy import QueuedLibpqWriter
 from recsys.errors import InputError
 from recsys.store.db import one_line
 from recsys.store.publish.encode import COPY_SIGNATURE, COPY_TRAILER, check_lists, encode_lists
-from recsys.store.publish.lists import RANK, BatchValidationError, ListSpec, row_text, side_table
+from recsys.schema import RANK
+from recsys.store.publish.lists import BatchValidationError, ListSpec, row_text, side_table
 
 log = logging.getLogger(__name__)
 
