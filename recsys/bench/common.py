@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -14,6 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from recsys.tables import text_table
+
+log = logging.getLogger("recsys.bench")
 
 
 @contextlib.contextmanager
@@ -43,10 +46,14 @@ def scratch_database(keep: bool = False) -> Iterator[tuple[str, Path]]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
+def timed(fn: Callable[[], object], label: str | None = None) -> tuple[float, object]:
+    """(seconds, result) of fn(); with a label, one progress line when it is done."""
     t0 = time.perf_counter()
     out = fn()
-    return time.perf_counter() - t0, out
+    seconds = time.perf_counter() - t0
+    if label:
+        log.info("%s: %.3f s", label, seconds)
+    return seconds, out
 
 
 def machine() -> str:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -46,6 +47,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+log = logging.getLogger("recsys.bench")
 
 # Events per user over the generator's 30 days with its default behaviour (measured: 69 ± 1).
 EVENTS_PER_USER = 69.2
@@ -294,9 +297,10 @@ def run(events: int = 1_000_000, repeats: int = 2, workdir: Path | None = None, 
         rows["validate"] = run_worker("validate", lake_root, ds, root / "unused", env)
         rows["spark-job"] = run_worker("spark-job", lake_root, ds, root / "unused", env)
         results: dict[str, list[dict]] = {"spark-sequences": [], "duckdb-sequences": []}
-        for _ in range(repeats):
+        for rep in range(repeats):
             for name in results:
                 results[name].append(run_worker(name, lake_root, ds, root / name, env))
+                log.info("run %d/%d, %s: %.1f s", rep + 1, repeats, name, results[name][-1]["seconds"])
         for name, rs in results.items():
             best = min(rs, key=lambda r: r["seconds"])
             warm = min(rs, key=lambda r: r["warm_seconds"])

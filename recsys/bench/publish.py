@@ -79,7 +79,7 @@ def _reset_raw(url: str) -> None:
 def _raw_psql(url: str, csv: Path) -> float:
     _reset_raw(url)
     cmd = [_psql(), url, "-v", "ON_ERROR_STOP=1", "-qc", f"\\copy {RAW_TABLE} FROM '{csv}' (FORMAT csv, HEADER true)"]
-    seconds, _ = timed(lambda: subprocess.run(cmd, check=True, capture_output=True))
+    seconds, _ = timed(lambda: subprocess.run(cmd, check=True, capture_output=True), "bare psql COPY")
     return seconds
 
 
@@ -106,7 +106,8 @@ def _project(url: str, parquet: Path, items: pa.Array, users: int, rows: int, k:
         lambda: publish_batch(
             url, ds=DS, model_version="bench", recs_path=parquet, k=k, known_items=items,
             expected_users=users, expected_rows=rows,
-        )
+        ),
+        "publish_batch",
     )
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT summary FROM recsys.batches WHERE batch_id = %s", (result.batch_id,)).fetchone()
@@ -123,7 +124,7 @@ def _to_sql(url: str, sample: pa.Table) -> float:
     frame = sample.to_pandas()
     engine = sqlalchemy.create_engine(sqlalchemy_url(url))
     try:
-        seconds, _ = timed(lambda: frame.to_sql("bench_to_sql", engine, if_exists="replace", index=False))
+        seconds, _ = timed(lambda: frame.to_sql("bench_to_sql", engine, if_exists="replace", index=False), "pandas to_sql")
     finally:
         engine.dispose()
     return seconds

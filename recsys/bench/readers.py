@@ -11,6 +11,7 @@ inside a publish, switch included.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import threading
 import time
@@ -21,6 +22,8 @@ import pyarrow.parquet as pq
 
 from recsys.bench.common import emit, machine, scratch_database, table
 from recsys.bench.publish import make_batch
+
+log = logging.getLogger("recsys.bench")
 
 DS = date(2030, 1, 1)
 PER_PROCESS = 10
@@ -96,6 +99,7 @@ def run(rows: int = 1_000_000, readers: int = 50, k: int = 50, idle_s: float = 5
             publish_batch(url, ds=DS, model_version=f"bench-{n + 1}", recs_path=paths[(n + 1) % 2], k=k,
                           known_items=items, expected_users=users, expected_rows=rows)
             windows.append((t0, time.monotonic()))
+            log.info("publish %d/%d while reading: %.1f s", n + 1, publishes, windows[-1][1] - t0)
             apply_retention(url, today=DS, keep_days=7)  # between publishes, as the nightly DAG does
             time.sleep(0.5)
         stop.set()

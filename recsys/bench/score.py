@@ -102,7 +102,7 @@ def run(users: int = 20_000, items: int = 20_000, k: int = 50, repeats: int = 3,
     for rep in range(repeats):
         steps = [("routine", ours), ("gemm", bare)] if rep % 2 == 0 else [("gemm", bare), ("routine", ours)]
         for name, fn in steps:
-            seconds, out = timed(fn)
+            seconds, out = timed(fn, f"run {rep + 1}/{repeats}, {name}")
             (routine if name == "routine" else gemm).append(seconds)
             if name == "routine":
                 result = out
