@@ -3,10 +3,10 @@
 Leave-one-out per user (last item test, the one before valid), the full catalogue ranked,
 the user's history excluded; NDCG@10 and HR@10 on test, early stopping on valid.
 
-    .venv/bin/python scripts/mtrl_dev_bench.py --dataset toys --data ../shared/data/amazon-toys
-    .venv/bin/python scripts/mtrl_dev_bench.py --dataset movielens --data ../shared/data/movielens-latest-small \\
+    .venv/bin/python scripts/mtrl_dev_bench.py --dataset toys --data $DATA/amazon-toys
+    .venv/bin/python scripts/mtrl_dev_bench.py --dataset movielens --data $DATA/movielens-latest-small \\
         --presets full,sasrec_ce --epochs 40 --set dropout=0.2
-    .venv/bin/python scripts/mtrl_dev_bench.py --dataset scientific --data ../shared/data/amazon-scientific --cold-share 0.1
+    .venv/bin/python scripts/mtrl_dev_bench.py --dataset scientific --data $DATA/amazon-scientific --cold-share 0.1
     .venv/bin/python scripts/mtrl_dev_bench.py --dataset synthetic     # generated demo data, nightly protocol
 
 Datasets: movielens (ratings.csv + movies.csv; text = title + genres), toys (Toys_and_Games.txt,

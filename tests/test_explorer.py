@@ -162,6 +162,12 @@ def test_json_endpoints_and_the_full_report(client):
     assert run["gate"]["serving_version"] == data.CHAMPION and run["input"]["rows_in"] == 1000
     report = client.get("report", params={"ds": "2026-11-26"})
     assert "Offline evaluation for 2026-11-26" in report.text and "<svg" in report.text
+    # the static report: the gate's decision and reasons, every role's figures, the same charts
+    text = html.unescape(report.text)
+    assert f"Gate: fail — serving {data.CHAMPION}" in text and data.GATE_REASONS[0] in text
+    assert all(f"<th>{role}</th>" in text for role in ("challenger", "champion", "popularity"))
+    assert "0.1500" in text and "0.4000" in text  # champion's NDCG@10, challenger's HR@10 (4 x 0.1)
+    assert text.count("<svg") == 4 and "popularity decile" in text
 
 
 def test_the_plugin_adds_a_dag_run_tab_and_a_navigation_entry(airflow):
