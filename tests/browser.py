@@ -2,8 +2,7 @@
 
 Chromium (Debian's `chromium`) runs headless with a fresh profile; the protocol is spoken with
 the `websockets` package Airflow already depends on. Without Chromium a test fails and says how
-to install it; with RECSYS_SKIP_UI_TEST=1 it is skipped instead (CI sets that when it cannot
-install Chromium, and says so).
+to install it (`make test` installs it first, scripts/ensure_chromium.sh).
 """
 
 from __future__ import annotations
@@ -51,9 +50,7 @@ def chromium() -> str:
     if path:
         return path
     why = "no `chromium` on PATH (Debian/Ubuntu: apt-get install -y chromium)"
-    if launch_env("RECSYS_SKIP_UI_TEST") == "1":
-        pytest.skip(f"UI test skipped (RECSYS_SKIP_UI_TEST=1): {why}")
-    pytest.fail(f"{why}; set RECSYS_SKIP_UI_TEST=1 to skip this test on a machine without a browser")
+    pytest.fail(f"{why}; `make test` installs it (scripts/ensure_chromium.sh)")
 
 
 class Browser:

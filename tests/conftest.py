@@ -16,7 +16,7 @@ runtime.configure()
 # py4j logs from a finaliser after pytest closed its streams; it is noise, not a failure.
 logging.getLogger("py4j").setLevel(logging.ERROR)
 # Tests never read a developer's settings nor touch a developer's Airflow.
-for _key in [k for k in os.environ if k.startswith(("RECSYS_", "AIRFLOW_", "AIRFLOW__")) and k not in ("RECSYS_SKIP_UI_TEST", "RECSYS_CHROMIUM")]:
+for _key in [k for k in os.environ if k.startswith(("RECSYS_", "AIRFLOW_", "AIRFLOW__")) and k not in ("RECSYS_CHROMIUM",)]:
     del os.environ[_key]
 # Airflow reads its configuration at import time, so its home is fixed before any test imports it.
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="recsys-airflow-"))
