@@ -41,10 +41,6 @@ def _save(lake: Lake, ds: dt.date, stage: str, result: dict) -> dict:
     return result
 
 
-def load_result(lake: Lake, ds: dt.date, stage: str) -> dict:
-    return lake.read_stage_result(ds, stage)
-
-
 def _spark(settings: Settings):
     from spark_jobs.session import get_spark
 
@@ -224,7 +220,7 @@ def evaluate(ds, settings: Settings | None = None) -> dict:
 
     day, settings, lake = _ctx(ds, settings)
     t0 = time.perf_counter()
-    trained = load_result(lake, day, "train")
+    trained = lake.read_stage_result(day, "train")
     from recsys.store.registry import champion_as_of
 
     champion = champion_as_of(_db(settings), day, exclude=trained["model_version"])
@@ -247,7 +243,7 @@ def gate(ds, settings: Settings | None = None, force_promote: bool = False, forc
     from recsys.store.registry import record_decision
 
     day, settings, lake = _ctx(ds, settings)
-    ev = load_result(lake, day, "evaluate")
+    ev = lake.read_stage_result(day, "evaluate")
     rules = GateRules.from_settings(settings)
     decision = decide(ev["metrics"], rules, force=force_promote)
     record_decision(
@@ -312,7 +308,7 @@ def score(ds, settings: Settings | None = None) -> dict:
 
     day, settings, lake = _ctx(ds, settings)
     t0 = time.perf_counter()
-    serving = load_result(lake, day, "gate")["serving_version"]
+    serving = lake.read_stage_result(day, "gate")["serving_version"]
     result = score_all_users(
         lake, day, lake.models_root / serving, k=settings.top_k, exclude=settings.exclude,
         block_users=settings.score_block_users, device=settings.device,
@@ -329,7 +325,7 @@ def publish(ds, settings: Settings | None = None, run_id: str | None = None) -> 
     from recsys.store.publish import publish_batch
 
     day, settings, lake = _ctx(ds, settings)
-    scored = load_result(lake, day, "score")
+    scored = lake.read_stage_result(day, "score")
     known = _items(lake, day).column(S.ITEM_ID)
     similar, fallback = scored.get("similar_path"), scored.get("fallback_path")
     res = publish_batch(
