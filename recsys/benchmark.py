@@ -20,11 +20,12 @@ from recsys import schema as S
 from recsys.config import Settings
 from recsys.data.interactions import load_interactions
 from recsys.errors import ConfigError
+from recsys.evaluate.metrics import paired_difference
 from recsys.evaluate.offline import context_for, evaluate_model, item_side_info
 from recsys.evaluate.protocol import temporal_cases, validation_cases
 from recsys.lake import Lake
 from recsys.models.mtrl.blend import Blend
-from recsys.tables import metric_table
+from recsys.tables import metric_table, text_table
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +108,13 @@ def hold_out_items(data, share: float, seed: int = 0):
 
 def run_benchmark(
     fmt: str, path: Path, protocol: str, models: list[str], settings: Settings, overrides: dict | None = None,
-    workdir: Path | None = None, cold_share: float = 0.0,
+    workdir: Path | None = None, cold_share: float = 0.0, save_dir: Path | None = None,
 ) -> dict:
     if protocol not in ("loo", "temporal"):
         raise ConfigError(f"protocol {protocol!r}: expected loo or temporal")
     if workdir is None:  # a scratch lake, removed afterwards
         with tempfile.TemporaryDirectory(prefix="recsys-bench-") as tmp:
-            return run_benchmark(fmt, path, protocol, models, settings, overrides, Path(tmp), cold_share)
+            return run_benchmark(fmt, path, protocol, models, settings, overrides, Path(tmp), cold_share, save_dir)
     work = Path(workdir)
     ds, lake, _ = prepare(fmt, path, protocol, settings, work)
     data = load_interactions(lake.features(ds))
@@ -126,6 +127,7 @@ def run_benchmark(
     ctx = context_for(train, category, new_items)
     text_path = lake.embeddings(ds) / "item_text.npy"
     results: dict[str, dict] = {}
+    per_user: dict[str, dict] = {}  # each model's per-user NDCG@10s, for the paired comparisons
     trained: list[tuple[dict, str, object]] = []  # (effective config, name, model) of each neural run
     log.info("%d interactions, %d items, %d test users", len(data.item), data.n_items, len(test.users))
     for i, name in enumerate(models, 1):
@@ -140,30 +142,39 @@ def run_benchmark(
             # The data cannot train what this ablation removes (no text, one behaviour...), so it
             # is the same network as `same`: deterministic on the CPU, it would repeat its numbers.
             results[name] = {**results[same], "same_as": same, "notes": notes}
+            per_user[name] = per_user[same]
             log.info("%s: same effective configuration as %s (%s); not trained again", name, same, "; ".join(notes))
             continue
         if network is not None:
             # Only the serving differs (no memory): the network `other` trained, scored on its own.
             other, trained_model = network
-            report = evaluate_model(trained_model.network_only(), test, ctx)
+            report = evaluate_model(trained_model.network_only(), test, ctx, per_user=True)
+            per_user[name] = report.pop("per_user")
             results[name] = {**report, "train_seconds": results[other]["train_seconds"], "network_of": other,
                              **_training_figures(trained_model.meta)}  # fmt: skip
             continue
         t0 = time.perf_counter()
         model.fit(train, valid)
         seconds = time.perf_counter() - t0
-        report = evaluate_model(model, test, ctx)
+        if save_dir is not None and name in NEURAL_PRESETS:
+            model.save(Path(save_dir) / name)
+        report = evaluate_model(model, test, ctx, per_user=True)
+        per_user[name] = report.pop("per_user")
         report["train_seconds"] = round(seconds, 2)
         if name in NEURAL_PRESETS:
             report.update(_training_figures(model.meta))
             trained.append((cfg, name, model))
             if not model.blend.network_only:
-                report["serving"] = _serving_variants(model, test, ctx)
+                report["serving"] = _serving_variants(model, test, ctx, per_user[name])
                 report["network_ndcg@10"] = report["serving"]["ranking head alone"]["ndcg@10"]
                 report["memory_weight"] = model.memory_weight
             report["blend"] = {k: v for k, v in model.blend.to_dict().items() if k != "chosen_on"}
         results[name] = report
         log.info("%s: ndcg@10 %.4f in %.1fs", name, report["ndcg@10"], seconds)
+    if "full" in per_user:
+        for name in results:
+            if name != "full":
+                results[name]["vs_full"] = _paired(per_user[name], per_user["full"])
     return {
         "dataset": Path(path).name, "format": fmt, "protocol": protocol, "users": len(test.users),
         "items": int(data.n_items), "interactions": int(len(data.item)), "cold_share": cold_share, "models": results,
@@ -182,15 +193,27 @@ SERVING_VARIANTS = {
 VARIANT_METRICS = ("ndcg@10", "click_ndcg@10", "purchase_ndcg@10", "history_1_2_ndcg@10", "history_3_5_ndcg@10")
 
 
-def _serving_variants(model, test, ctx) -> dict:
-    """Test figures of the served blend's variants (SERVING_VARIANTS) that differ from it."""
+def _serving_variants(model, test, ctx, served: dict) -> dict:
+    """Test figures of the served blend's variants (SERVING_VARIANTS) that differ from it, each
+    with its paired difference to the served blend (`vs_served`: variant minus served)."""
     out = {}
     for name, make in SERVING_VARIANTS.items():
         blend = make(model.blend)
         if name != "ranking head alone" and blend.to_dict() == {**model.blend.to_dict(), "chosen_on": {}}:
             continue  # the term is 0 in the served blend: the variant is the served model
-        report = evaluate_model(model.with_blend(blend), test, ctx)
+        report = evaluate_model(model.with_blend(blend), test, ctx, per_user=True)
         out[name] = {m: report[m] for m in VARIANT_METRICS if m in report}
+        out[name]["vs_served"] = _paired(report["per_user"], served)
+    return out
+
+
+def _paired(a: dict, b: dict) -> dict:
+    """{metric: {"diff": mean(a - b), "se": its standard error}} over the users both rank."""
+    out = {}
+    for metric in ("ndcg@10", "purchase_ndcg@10"):
+        if metric in a and metric in b:
+            diff, se = paired_difference(a[metric], b[metric])
+            out[metric] = {"diff": round(diff, 5), "se": round(se, 5)}
     return out
 
 
@@ -213,8 +236,8 @@ def summary_line(result: dict) -> str:
     models = {}
     for name, r in result["models"].items():
         models[name] = {**{m: round(float(r.get(m, np.nan)), 5) for m in SUMMARY_METRICS}, "train_seconds": r["train_seconds"]}
-        extras = ("cold_recall@10", *BEHAVIOUR_METRICS, *SEGMENT_METRICS, "same_as", "network_of", "network_ndcg@10",
-                  "memory_weight", "blend", "serving")
+        extras = ("cold_recall@10", *BEHAVIOUR_METRICS, *SEGMENT_METRICS, "ndcg@10_se", "purchase_ndcg@10_se",
+                  "same_as", "network_of", "network_ndcg@10", "memory_weight", "blend", "serving", "vs_full")
         for extra in extras:
             if extra in r:
                 models[name][extra] = round(r[extra], 5) if isinstance(r[extra], float) else r[extra]
@@ -247,3 +270,16 @@ def print_report(result: dict) -> None:
         if "serving" in r:
             rows = {"served": r, **{f"  {v}": m for v, m in r["serving"].items()}}
             print(metric_table(rows, [c for c in VARIANT_METRICS if c in r]))
+            print(_paired_table({f"  {v}": m["vs_served"] for v, m in r["serving"].items()}, "against the served blend"))
+    against_full = {name: r["vs_full"] for name, r in result["models"].items() if "vs_full" in r}
+    if against_full:
+        print()
+        print(_paired_table(against_full, "against full"))
+
+
+def _paired_table(rows: dict[str, dict], what: str) -> str:
+    """Paired differences as `+0.0123 ± 0.0045` (one standard error), a row per model."""
+
+    metrics = [m for m in ("ndcg@10", "purchase_ndcg@10") if any(m in r for r in rows.values())]
+    body = [[name, *(f"{r[m]['diff']:+.4f} ± {r[m]['se']:.4f}" if m in r else "" for m in metrics)] for name, r in rows.items()]
+    return text_table(body, [f"paired, {what}", *metrics])

@@ -7,13 +7,16 @@
 # 1. the project's .venv via `make install` (skipped when it exists), 2. a CUDA build of the
 # locked torch version when the installed one cannot see the GPU (TORCH_INDEX picks the
 # wheel index; pip's own PIP_FIND_LINKS / PIP_INDEX_URL work for offline wheelhouses),
-# 3. generates the demo data, trains the `full` preset for STEPS steps in bf16 and prints
-# throughput, peak GPU memory and the first and last loss. Exits non-zero when CUDA is
-# missing or the loss did not fall. GPU_CHECK_ALLOW_CPU=1 runs step 3 on the CPU (a dry run).
+# 3. generates a synthetic log (SIZE, default about one million events) and builds its features
+# and item text vectors with the nightly stages, trains the `full` preset for STEPS steps in
+# bf16 and prints throughput, peak GPU memory, epoch time and the first and last loss. Exits
+# non-zero when CUDA is missing or the loss did not fall. GPU_CHECK_ALLOW_CPU=1 runs step 3 on
+# the CPU (a dry run; give it a small SIZE, e.g. SIZE=users=500,items=300,days=10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STEPS="${STEPS:-300}"
+SIZE="${SIZE:-users=15000,items=5000,days=30}"
 TORCH_INDEX="${TORCH_INDEX:-https://download.pytorch.org/whl/cu128}"
 PY=.venv/bin/python
 START=$(date +%s)
@@ -41,34 +44,34 @@ fi
 echo "gpu_check: environment ready after $(( $(date +%s) - START )) s"
 
 # 3. train a few hundred steps in bf16 on generated data
-"$PY" - "$STEPS" <<'PYEOF'
+"$PY" - "$STEPS" "$SIZE" <<'PYEOF'
 import json
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, "scripts")
-from mtrl_dev_bench import load_synthetic  # noqa: E402
+from recsys.benchmark import prepare
+from recsys.config import get_settings
+from recsys.data.interactions import load_interactions
+from recsys.evaluate.protocol import validation_cases
+from recsys.models.mtrl.config import make_config
+from recsys.models.mtrl.train import train
 
-from recsys.evaluate.protocol import validation_cases  # noqa: E402
-from recsys.models.mtrl.config import make_config  # noqa: E402
-from recsys.models.mtrl.train import train  # noqa: E402
-
-steps = int(sys.argv[1])
+steps, size = int(sys.argv[1]), sys.argv[2]
 cuda = torch.cuda.is_available()
 device = "cuda" if cuda else "cpu"
 t0 = time.perf_counter()
-data, texts = load_synthetic(None)  # the demo data: ~2000 users, 1000 items, 30 days
-text = None
-if cuda:  # the packaged MiniLM on the GPU: seconds for 1000 items
-    from recsys.config import PACKAGED_TEXT_MODEL
-    from recsys.text.encoder import TextEncoder
-
-    text = TextEncoder(PACKAGED_TEXT_MODEL, device="cuda").encode(texts, progress=False)
+# The nightly stages build the data: generate, validate, features (temporal split), and the
+# packaged MiniLM's item text vectors (on the GPU when there is one).
+ds, lake, _ = prepare("synthetic", Path(size), "temporal", get_settings(), Path(tempfile.mkdtemp(prefix="gpu-check-")))
+data = load_interactions(lake.features(ds))
+text = np.load(lake.embeddings(ds) / "item_text.npy")
 print(f"gpu_check: data + text ready in {time.perf_counter() - t0:.1f} s "
-      f"({len(data.item)} events, {data.n_items} items, text {None if text is None else text.shape})")
+      f"({len(data.item)} events, {data.n_items} items, text {text.shape})")
 
 cfg = make_config("full", device=device, amp=True, max_steps=steps, max_epochs=10**6, patience=10**6)
 if cuda:

@@ -84,6 +84,9 @@ def test_no_memory_ranks_with_the_network_full_trained(result):
     assert alone["ndcg@10"] == full.get("network_ndcg@10", full["ndcg@10"])
     assert full.get("memory_weight", 0.0) == full["blend"]["memory"]  # the served weight, as reported
     assert "network_ndcg@10" not in result["models"]["sasrec_ce"]  # SASRec serves its network alone
+    # the paired difference to full is the difference of the two means over the same users
+    assert alone["vs_full"]["ndcg@10"]["diff"] == pytest.approx(alone["ndcg@10"] - full["ndcg@10"], abs=1e-5)
+    assert "vs_full" not in full
 
 
 def test_cold_items_are_counted_separately(result):
@@ -127,8 +130,8 @@ def synthetic(spark, tmp_path_factory):
     settings = load_settings(lake_root=root / "unused")
     return run_benchmark(
         "synthetic", "users=300,items=150,days=12", "temporal", ["popularity", "full"], settings,
-        overrides={"max_epochs": 2}, workdir=root / "work",
-    )  # fmt: skip
+        overrides={"max_epochs": 2}, workdir=root / "work", save_dir=root / "models",
+    ) | {"saved": root / "models"}  # fmt: skip
 
 
 def test_a_log_with_behaviours_reports_click_and_purchase_metrics_and_the_served_blend(synthetic):
@@ -140,3 +143,10 @@ def test_a_log_with_behaviours_reports_click_and_purchase_metrics_and_the_served
     assert set(full["blend"]) == {"memory", "q", "buy", "pop"} and len(full["blend"]["pop"]) == 4
     line = json.loads(summary_line(synthetic))
     assert line["models"]["full"]["blend"] == full["blend"]
+    # --save keeps each trained network with the blend it serves; baselines are not saved
+    from recsys.models import load_model
+
+    assert {k: v for k, v in load_model(synthetic["saved"] / "full").blend.to_dict().items() if k != "chosen_on"} == full["blend"]
+    assert not (synthetic["saved"] / "popularity").exists()
+    for variant in full.get("serving", {}).values():  # each against the served blend, same users
+        assert variant["vs_served"]["ndcg@10"]["diff"] == pytest.approx(variant["ndcg@10"] - full["ndcg@10"], abs=1e-5)

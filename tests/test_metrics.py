@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from recsys.evaluate.metrics import catalogue_coverage, hit_matrix, ranking_report
+from recsys.evaluate.metrics import catalogue_coverage, hit_matrix, paired_difference, ranking_report, standard_error
 
 
 def test_hand_computed_example():
@@ -36,3 +36,13 @@ def test_hit_matrix_and_coverage():
     assert hits.tolist() == [[0, 1], [0, 0]]
     assert n.tolist() == [1, 2]
     assert catalogue_coverage(np.array([[1, 2], [2, 3]]), 10) == pytest.approx(0.3)
+
+
+def test_paired_difference_and_standard_errors_by_hand():
+    a, b = np.array([1.0, 0.0, 1.0, 1.0]), np.array([0.0, 0.0, 1.0, 0.0])
+    diff, se = paired_difference(a, b)
+    # differences 1, 0, 0, 1: mean 0.5, sample std sqrt(1/3), over sqrt(4)
+    assert diff == pytest.approx(0.5) and se == pytest.approx(math.sqrt(1 / 3) / 2)
+    assert standard_error(a) == pytest.approx(0.5 / 2)  # sample std of 1,0,1,1 is 0.5
+    # the same users ranked the same way differ by nothing, with no noise
+    assert paired_difference(a, a) == (0.0, 0.0)

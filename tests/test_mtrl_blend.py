@@ -7,7 +7,9 @@ import pytest
 
 from recsys.evaluate.protocol import EvalCases
 from recsys.models import build_model, load_model
-from recsys.models.mtrl.blend import Blend, bucket_of, choose_blend, combine, popularity_log, reward_ndcg, target_gains
+from recsys.models.mtrl.blend import (
+    Blend, bucket_of, choose_blend, combine, one_se_choice, popularity_log, reward_ndcg, target_gains,
+)
 from recsys.scoring import is_factorised
 from tests.test_mtrl_model import funnel_data, one_thread  # noqa: F401 - one_thread: autouse fixture
 
@@ -82,6 +84,23 @@ def test_the_prior_weight_is_chosen_per_history_length():
     short, long_ = bucket_of([1])[0], bucket_of([20])[0]
     assert blend.pop[short] > 0 and blend.pop[long_] == 0.0
     assert blend.chosen_on["final"] == pytest.approx(1.0)
+
+
+def test_a_larger_weight_serves_only_when_it_wins_by_more_than_one_paired_standard_error():
+    """Weight 1 gains three users' hits and loses two among 200: one hit ahead, inside the
+    noise, so the smaller weight stays. Weight 2 gains forty: far outside it, so it is taken."""
+    base = np.zeros(200)
+    base[:50] = 1.0
+    one_more = base.copy()
+    one_more[[60, 61, 62]], one_more[[0, 1]] = 1.0, 0.0
+    assert one_se_choice({0.0: base, 1.0: one_more}) == 0.0
+    many_more = base.copy()
+    many_more[60:100] = 1.0
+    assert one_se_choice({0.0: base, 1.0: one_more, 2.0: many_more}) == 2.0
+    # Within one standard error of the best, the smallest such weight: 1 is level with 2 here.
+    level = many_more.copy()
+    level[[150, 151, 152]], level[[60, 61]] = 1.0, 0.0
+    assert one_se_choice({0.0: base, 1.0: many_more, 2.0: level}) == 1.0
 
 
 def test_a_bucket_with_few_users_borrows_the_next_longer_ones_for_its_choice():

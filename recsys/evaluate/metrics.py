@@ -37,11 +37,32 @@ def ndcg(hits: np.ndarray, n_targets: np.ndarray) -> float:
 
     Range [0, 1]; 1 when every target sits at the top.
     """
+    return _mean(ndcg_per_user(hits, n_targets))
+
+
+def ndcg_per_user(hits: np.ndarray, n_targets: np.ndarray) -> np.ndarray:
+    """(U,) each user's DCG / IDCG: what `ndcg` averages, kept per user for paired comparisons."""
     k = hits.shape[1]
     discount = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = hits @ discount
     ideal = np.cumsum(discount)[np.clip(n_targets, 1, k) - 1]
-    return _mean(dcg / ideal)
+    return dcg / ideal
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean of a - b over the same users, and its standard error (std of the differences /
+    sqrt(n)): two models ranked for the same users differ by far less noise than each figure's
+    own standard error suggests, so this is what "ahead by more than one standard error" reads."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if len(d) < 2:
+        return float(d.mean()) if len(d) else float("nan"), float("nan")
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def standard_error(x: np.ndarray) -> float:
+    """Standard error of a per-user metric's mean."""
+    x = np.asarray(x, np.float64)
+    return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
 @register("mrr")

@@ -42,10 +42,13 @@ def context_for(fit: Interactions, category: np.ndarray | None = None, new_items
     return EvalContext(n_items, pop, category, new_items)
 
 
-def evaluate_model(model, cases: EvalCases, ctx: EvalContext, k: int = 20) -> dict[str, float]:
-    """Accuracy at 10 and 20, beyond-accuracy at 10, reward-aware and segment NDCG@10."""
+def evaluate_model(model, cases: EvalCases, ctx: EvalContext, k: int = 20, per_user: bool = False) -> dict[str, float]:
+    """Accuracy at 10 and 20, beyond-accuracy at 10, reward-aware and segment NDCG@10, and the
+    standard error of each NDCG@10. `per_user` adds each user's NDCG@10 (arrays, under
+    "per_user"), for paired comparisons of models ranked on the same cases."""
     items, scores = top_k(model, cases.histories, k, exclude=cases.exclude, events=cases.history_events)
     report = M.ranking_report(items, cases.targets, ks=(10, 20))
+    users_ndcg = {"ndcg@10": M.ndcg_per_user(*M.hit_matrix(items[:, :10], cases.targets))}
     top10 = items[:, :10]
     report["coverage@10"] = M.catalogue_coverage(top10, ctx.n_items)
     report["novelty@10"] = M.novelty(top10, ctx.item_popularity)
@@ -62,6 +65,12 @@ def evaluate_model(model, cases: EvalCases, ctx: EvalContext, k: int = 20) -> di
             r = M.ranking_report(items[keep], sub.targets, ks=(10,))
             report[f"{name}_ndcg@10"], report[f"{name}_hr@10"] = r["ndcg@10"], r["hr@10"]
             report[f"{name}_users"] = len(sub.users)
+            users_ndcg[f"{name}_ndcg@10"] = M.ndcg_per_user(*M.hit_matrix(items[keep, :10], sub.targets))
+    for metric, values in users_ndcg.items():
+        if len(values) > 1:  # one user has no spread to speak of (and NaN is not JSON)
+            report[f"{metric}_se"] = M.standard_error(values)
+    if per_user:
+        report["per_user"] = users_ndcg
     lengths = np.array([len(h) for h in cases.histories])
     for key, lo, hi in (("short_history", 1, SHORT_HISTORY), *SEGMENTS):
         seg = (lengths >= lo) & (lengths <= hi)
