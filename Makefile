@@ -16,6 +16,10 @@ $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock $(TORCH_PIP_ARGS)
+# The Airflow Spark provider requires pyspark-client, which installs some of pyspark's Python
+# files at its own version: pyspark's must win, or Python functions in Spark jobs (the score
+# job's mapInArrow) fail against pyspark's JVM.
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall "$$(grep '^pyspark==' requirements.lock)"
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 

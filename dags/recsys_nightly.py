@@ -6,7 +6,9 @@ Nightly batch recommendations for the day `ds` (the run's data interval):
 validate -> features -> encode item text -> train -> evaluate -> gate -> score -> publish -> retention
 
 Every task is a thin wrapper around a `recsys.pipeline.stages` function keyed on `ds`;
-tasks pass ids and paths, never data. Re-running a date replaces that date's batch atomically.
+tasks pass ids and paths, never data: each returns its stage's result (a
+`recsys.pipeline.results` model) as JSON for XCom, the same document as
+`runs/ds=<ds>/<stage>.json`. Re-running a date replaces that date's batch atomically.
 
 **Params**: `top_k` (list length), `force_promote` (serve the challenger even if the gate
 fails; recorded as a forced decision).
@@ -127,33 +129,34 @@ def recsys_nightly():
     def validate(ds=None, params=None) -> dict:
         from recsys.pipeline import stages
 
-        return stages.validate(ds, _settings(params))
+        return stages.validate(ds, _settings(params)).model_dump(mode="json")
 
     @task
     def features(_: dict, ds=None, params=None) -> dict:
         from recsys.pipeline import stages
 
-        return stages.features(ds, _settings(params))
+        return stages.features(ds, _settings(params)).model_dump(mode="json")
 
     @task
     def encode(_: dict, ds=None, params=None) -> dict:
         from recsys.pipeline import stages
 
-        return stages.encode(ds, _settings(params))
+        return stages.encode(ds, _settings(params)).model_dump(mode="json")
 
     @task(pool=GPU_POOL, queue=GPU_QUEUE, execution_timeout=timedelta(hours=6))
     def train(_f: dict, _e: dict, ds=None, params=None) -> dict:
         from recsys.pipeline import stages
 
-        return stages.train(ds, _settings(params))
+        return stages.train(ds, _settings(params)).model_dump(mode="json")
 
     @task
     def evaluate(_: dict, ds=None, params=None) -> dict:
         from recsys.pipeline import stages
 
         result = stages.evaluate(ds, _settings(params))
-        print(result["table"])  # the comparison, readable in the task log
-        return {k: v for k, v in result.items() if k != "metrics"}
+        print(result.table)  # the comparison, readable in the task log
+        # The metrics are the bulk of the result and no task reads them from XCom: evaluate.json has them.
+        return result.model_dump(mode="json", exclude={"metrics"})
 
     @task.branch
     def gate(_: dict, ds=None, params=None, run_id=None) -> str:
@@ -162,9 +165,9 @@ def recsys_nightly():
 
         force = bool(params.get(PARAM_FORCE_PROMOTE))
         result = stages.gate(ds, _settings(params), force_promote=force, forced_by=f"airflow:{run_id}" if force else None)
-        print(f"gate {result['decision']}: " + "; ".join(result["reasons"]))
-        print(f"evaluation report: {result['report']}")
-        return "promote_challenger" if result["promote"] else "keep_champion"
+        print(f"gate {result.decision}: " + "; ".join(result.reasons))
+        print(f"evaluation report: {result.report}")
+        return "promote_challenger" if result.promote else "keep_champion"
 
     @task
     def promote_challenger(ds=None) -> None:
@@ -179,7 +182,7 @@ def recsys_nightly():
     def score(ds=None, params=None) -> dict:
         from recsys.pipeline import stages
 
-        return stages.score(ds, _settings(params))
+        return stages.score(ds, _settings(params)).model_dump(mode="json")
 
     @task(retries=3, execution_timeout=timedelta(minutes=30), outlets=[RECOMMENDATIONS])
     def publish(_: dict, ds=None, params=None, run_id=None, outlet_events=None) -> dict:
@@ -191,17 +194,17 @@ def recsys_nightly():
 
         settings = _settings(params)
         result = stages.publish(ds, settings, run_id=run_id)
-        summary = summarise_published_run(settings, ds, result["batch_id"], run_id=run_id)
+        summary = summarise_published_run(settings, ds, result.batch_id, run_id=run_id)
         print("run summary: " + json.dumps(summary, default=str))
         if outlet_events is not None:  # what a downstream DAG sees in its triggering asset event
-            outlet_events[RECOMMENDATIONS].extra = {"ds": ds, "batch_id": result["batch_id"], "rows": result["rows"]}
-        return result
+            outlet_events[RECOMMENDATIONS].extra = {"ds": ds, "batch_id": result.batch_id, "rows": result.rows}
+        return result.model_dump(mode="json")
 
     @task
     def retention(_: dict, ds=None, params=None) -> dict:
         from recsys.pipeline import stages
 
-        return stages.retention(ds, _settings(params))
+        return stages.retention(ds, _settings(params)).model_dump(mode="json")
 
     conn_id = spark_conn_id()
     if conn_id:

@@ -24,10 +24,17 @@ def _settings(args):
     )
 
 
+def _raw_refs(lake, summary: dict) -> dict:
+    """The raw folders a summary names, as the lake's records name them (URLs for a bucket)."""
+    return {k: lake.ref(summary[k]) for k in ("events_path", "items_path", "quarantine_path") if summary.get(k)}
+
+
 def cmd_generate(args) -> dict:
     import datetime as dt
 
     from recsys.data.generate import GenerateConfig, generate
+    from recsys.lake import RAW_IO
+    from recsys.objectstore import working_copy
 
     settings = _settings(args)
     cfg = GenerateConfig(
@@ -35,13 +42,17 @@ def cmd_generate(args) -> dict:
         end_date=dt.date.fromisoformat(args.end_date) if args.end_date else GenerateConfig.end_date,
         ratings=not args.no_ratings,
     )
-    summary = generate(Path(settings.lake_root), cfg)
+    with working_copy(settings, RAW_IO) as lake:
+        summary = generate(lake.root, cfg)
+        summary.update(_raw_refs(lake, summary))
     print(json.dumps(summary, default=str))
     return summary
 
 
 def cmd_import(args) -> dict:
     from recsys.importers import import_dataset
+    from recsys.lake import RAW_IO
+    from recsys.objectstore import working_copy
 
     settings = _settings(args)
     options = {}
@@ -52,27 +63,29 @@ def cmd_import(args) -> dict:
                    "events": parse_pairs(args.events, "--events"),
                    "text": [c.strip() for c in args.text.split(",") if c.strip()] if args.text else None}  # fmt: skip
         options = {k: v for k, v in options.items() if v}
-    summary = import_dataset(
-        args.format, Path(args.path), Path(settings.lake_root),
-        max_bad_row_share=settings.max_bad_row_share, check=args.check, **options,
-    )  # fmt: skip
+    with working_copy(settings, RAW_IO) as lake:
+        summary = import_dataset(
+            args.format, Path(args.path), lake.root,
+            max_bad_row_share=settings.max_bad_row_share, check=args.check, **options,
+        )  # fmt: skip
+        summary.update(_raw_refs(lake, summary))
     print(json.dumps(summary, default=str))
     return summary
 
 
 def cmd_run(args) -> dict:
-    from recsys.pipeline.run import run_pipeline
+    from recsys.pipeline.run import run_pipeline, summary_json
 
     summary = run_pipeline(args.date, _settings(args), stages=args.stages, force_promote=args.force_promote)
-    print(json.dumps(summary, default=str))
+    print(summary_json(summary))
     return summary
 
 
-def cmd_stage(args) -> dict:
+def cmd_stage(args):
     from recsys.pipeline import stages
 
     result = getattr(stages, args.name)(args.date, _settings(args))
-    print(json.dumps(result, default=str, indent=2))
+    print(result.model_dump_json(indent=2))
     return result
 
 
@@ -90,6 +103,7 @@ def cmd_benchmark(args) -> None:
     result = run_benchmark(
         args.format, Path(args.path), args.protocol, models, _settings(args), overrides,
         workdir=Path(args.workdir) if args.workdir else None, cold_share=args.cold_share,
+        save_dir=Path(args.save) if args.save else None,
     )  # fmt: skip
     print_report(result)
     if args.out:
@@ -210,6 +224,10 @@ def cmd_bench(args) -> dict:
 
         return run(users=args.users, items=args.items, k=args.bench_k, repeats=args.repeats,
                    block_users=args.block_users, device=args.device, model_path=args.model)
+    if args.action == "score-spark":
+        from recsys.bench.score_spark import run
+
+        return run(args.model, users=args.users, k=args.bench_k, block_users=args.block_users, device=args.device)
     if args.action == "warmstart":
         from recsys.bench.warmstart import run
         from recsys.models.mtrl.config import parse_setting
@@ -241,6 +259,7 @@ def add_quality_arguments(s: argparse.ArgumentParser) -> None:
     )
     s.add_argument("--workdir", help="build the scratch lake (import, features, text vectors) here and keep it")
     s.add_argument("--out", help="also write the full result as JSON to this file")
+    s.add_argument("--save", metavar="DIR", help="save each trained neural model in DIR/<model> (recsys bench score --model reads it)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_ui)
 
     bench = sub.add_parser(
-        "bench", help="benchmarks: quality (models offline), publish, score, readers, features, warmstart",
+        "bench", help="benchmarks: quality (models offline), publish, score, score-spark, readers, features, warmstart",
         description="Each speed benchmark prints a table and, as its last line, one JSON object; publish and "
         "readers run an embedded PostgreSQL in a temporary folder. Figures and commands: docs/BENCHMARKS.md.",
     )
@@ -342,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     s.add_argument("--model", help="a saved model folder (e.g. a night's mtrl) instead of a random factorised model; "
                    "its catalogue sets --items")
+    s = actions.add_parser("score-spark", help="the score stage's engines: in-process vs the Spark job")
+    s.add_argument("--model", required=True, help="a saved model folder (e.g. a night's mtrl)")
+    s.add_argument("--users", type=int, default=100_000, help="users (default 100000)")
+    s.add_argument("--k", dest="bench_k", metavar="K", type=int, default=50, help="list length (default 50)")
+    s.add_argument("--block-users", type=int, help="users per block (default: RECSYS_SCORE_BLOCK_USERS)")
+    s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     s = actions.add_parser("readers", help="read latency of concurrent apps while batches are published")
     s.add_argument("--rows", type=int, default=1_000_000, help="rows per batch (default 1000000)")
     s.add_argument("--readers", type=int, default=50, help="concurrent readers (default 50)")

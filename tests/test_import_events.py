@@ -5,7 +5,6 @@ Every file and expected row is written by hand here.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 

@@ -492,9 +492,9 @@ def test_pipeline_runs_unchanged_on_a_movielens_import(spark, ml_latest, lake_ro
     report = stages.validate(ds, settings)
     manifest = stages.features(ds, settings, split_mode="loo")
 
-    assert (report["status"], report["rows_clean"], report["rows_quarantined"]) == ("ok", 8, 0)
-    assert report["days_validated"] == ["2018-09-22", "2018-09-23", "2018-09-24"]
-    assert manifest["outputs"]["items"]["rows"] == 5
+    assert (report.status, report.rows_clean, report.rows_quarantined) == ("ok", 8, 0)
+    assert [d.isoformat() for d in report.days_validated] == ["2018-09-22", "2018-09-23", "2018-09-24"]
+    assert manifest.outputs["items"].rows == 5
     events = pq.read_table(lake_root / "features" / f"ds={ds}" / "events").to_pylist()
     split = {(r["user_id"], r["item_id"]): r["split"] for r in events}
     # Last rating per user is test, the one before valid; user 3 (one rating) trains only.

@@ -14,16 +14,17 @@ PACKAGES = ("recsys", "spark_jobs", "dags", "plugins")
 
 # Lowest first; keep in step with docs/ARCHITECTURE.md, "Layers".
 LAYERS: tuple[tuple[str, ...], ...] = (
-    # core: settings, names, errors, paths, devices, printing
+    # core: settings, names, errors, paths (and a lake in a bucket), devices, printing, and the
+    # stage results' shapes (data only, read by the store's run log and the report as well as by the pipeline)
     ("recsys", "recsys.errors", "recsys.schema", "recsys.config", "recsys.runtime", "recsys.device",
-     "recsys.tables", "recsys.lake"),
+     "recsys.tables", "recsys.lake", "recsys.objectstore", "recsys.pipeline.results"),
     # data: the log and its shapes, the ranking protocol and metrics, item text
     ("recsys.data", "recsys.importers", "recsys.text", "recsys.evaluate.protocol", "recsys.evaluate.metrics",
      "spark_jobs"),
     # models: what learns and ranks
     ("recsys.models", "recsys.scoring"),
-    # services: judging, serving and storing what models produce
-    ("recsys.evaluate", "recsys.serve", "recsys.store"),
+    # services: judging, serving and storing what models produce (the Spark score job runs the serving code)
+    ("recsys.evaluate", "recsys.serve", "recsys.store", "spark_jobs.score"),
     # the night: stages wired in order
     ("recsys.pipeline",),
     # entry points: commands, benchmarks, local Airflow, the DAG, the explorer and its Airflow plugin

@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from recsys.data.interactions import Interactions
 from recsys.evaluate.protocol import EvalCases
 from recsys.models import build_model
 from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, load_checkpoint

@@ -35,9 +35,9 @@ def ran(tmp_path_factory, pg_url, spark):
 def test_run_publishes_complete_lists(ran):
     settings, summary = ran
     rows = published(settings.database_url)
-    users = summary["stages"]["score"]["users"]
+    users = summary["stages"]["score"].users
     assert users > 50
-    assert summary["stages"]["publish"]["rows"] == len(rows)
+    assert summary["stages"]["publish"].rows == len(rows)
     per_user = {}
     for user, rank, item, score in rows:
         per_user.setdefault(user, []).append((rank, item, score))
@@ -47,7 +47,7 @@ def test_run_publishes_complete_lists(ran):
         assert len({i for _, i, _ in lst}) == len(lst)
         assert len(lst) == 5
     # A user not in tonight's lists gets the night's popular items through the app's query.
-    assert summary["stages"]["publish"]["fallback_rows"] == 5
+    assert summary["stages"]["publish"].fallback_rows == 5
     with psycopg.connect(settings.database_url) as conn:
         fallback = conn.execute(read_query("top_k_for_user"), {"user_id": "a-new-user", "k": 5}).fetchall()
     assert [r[2] for r in fallback] == [1, 2, 3, 4, 5] and {r[3] for r in fallback} == {"popular"}
@@ -59,8 +59,8 @@ def test_every_stage_left_a_manifest(ran):
     for stage in summary["stages"]:
         assert (run_dir / f"{stage}.json").exists(), stage
     # tiny log, three epochs: the network stays below popularity and the first night fails
-    assert summary["stages"]["gate"]["decision"] == "fail"
-    assert summary["stages"]["gate"]["serving_version"].startswith("popularity-")
+    assert summary["stages"]["gate"].decision == "fail"
+    assert summary["stages"]["gate"].serving_version.startswith("popularity-")
 
 
 def test_rerun_replaces_the_date_without_duplicates(ran):
@@ -68,7 +68,7 @@ def test_rerun_replaces_the_date_without_duplicates(ran):
     before = published(settings.database_url)
     again = run_pipeline(DS, settings, stages="score,publish")
     after = published(settings.database_url)
-    assert again["stages"]["publish"]["batch_id"] != first["stages"]["publish"]["batch_id"]
+    assert again["stages"]["publish"].batch_id != first["stages"]["publish"].batch_id
     assert sorted(before) == sorted(after)
     with psycopg.connect(settings.database_url) as conn:
         statuses = conn.execute("SELECT status, count(*) FROM recsys.batches WHERE ds = %s GROUP BY status", (DS,)).fetchall()
@@ -123,12 +123,12 @@ def test_first_night_failing_gate_serves_popularity_when_it_beats_cooccurrence(r
     settings, _ = ran
     strict = settings.model_copy(update={"database_url": fresh_database(pg_url), "gate_margin_vs_popularity": 10.0})
     summary = run_pipeline(DS, strict, stages="train,evaluate,gate,score,publish")
-    metrics, gate = summary["stages"]["evaluate"]["metrics"], summary["stages"]["gate"]
+    metrics, gate = summary["stages"]["evaluate"].metrics, summary["stages"]["gate"]
     knn, pop = metrics["itemknn"]["ndcg@10"], metrics["popularity"]["ndcg@10"]
     assert knn < pop  # on this log; tests/test_first_night.py has one where co-occurrence wins
-    serving = gate["serving_version"]
-    assert gate["decision"] == "fail" and serving.startswith("popularity-")
-    assert gate["reasons"][-1] == (
+    serving = gate.serving_version
+    assert gate.decision == "fail" and serving.startswith("popularity-")
+    assert gate.reasons[-1] == (
         f"{FIRST_NIGHT}popularity ({serving}) serves, item co-occurrence ndcg@10 {knn:.4f} < popularity {pop:.4f}, "
         "until a model passes the gate"
     )
@@ -145,11 +145,11 @@ def test_forced_promotion_is_recorded(ran):
     settings, _ = ran
     strict = settings.model_copy(update={"gate_margin_vs_popularity": 10.0})
     result = stages.gate(DS, strict, force_promote=True, forced_by="test-operator")
-    assert result["decision"] == "forced" and result["promote"]
-    assert result["reasons"][0].startswith("forced promotion despite")
+    assert result.decision == "forced" and result.promote
+    assert result.reasons[0].startswith("forced promotion despite")
     with psycopg.connect(settings.database_url) as conn:
         row = conn.execute(
             "SELECT decision, forced_by FROM recsys.evaluations WHERE ds = %s ORDER BY evaluation_id DESC LIMIT 1", (DS,)
         ).fetchone()
     assert row == ("forced", "test-operator")
-    assert Path(result["report"]).exists()
+    assert Path(result.report).exists()

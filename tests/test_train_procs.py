@@ -44,19 +44,18 @@ def night(tmp_path_factory, pg_url, spark):
 def test_two_processes_train_the_model_the_night_then_uses(night):
     settings = night
     trained = stages.train(DS, settings)
-    assert trained["processes"] == 2
-    assert set(trained) == {"model_version", "path", "fingerprint", "train_interactions", "items", "processes", "seconds"}
-    model = load_model(Path(trained["path"]))
+    assert trained.processes == 2
+    model = load_model(Path(trained.path))
     assert model.meta["world_size"] == 2 and model.meta["refit"]["epochs"] == 1  # DDP, then the refit
-    assert model.net.n_items == trained["items"]
+    assert model.net.n_items == trained.items
     with psycopg.connect(settings.database_url) as conn:
         row = conn.execute("SELECT kind, artifact_path FROM recsys.models WHERE model_version = %s",
-                           (trained["model_version"],)).fetchone()
-    assert row == ("mtrl", trained["path"])
+                           (trained.model_version,)).fetchone()
+    assert row == ("mtrl", trained.path)
 
     evaluated = stages.evaluate(DS, settings)
-    assert evaluated["model_version"] == trained["model_version"]
-    assert evaluated["metrics"]["challenger"]["ndcg@10"] > 0
+    assert evaluated.model_version == trained.model_version
+    assert evaluated.metrics["challenger"]["ndcg@10"] > 0
     stages.gate(DS, settings, force_promote=True, forced_by="test")
     scored = stages.score(DS, settings)
-    assert scored["model_version"] == trained["model_version"] and scored["users"] > 50
+    assert scored.model_version == trained.model_version and scored.users > 50

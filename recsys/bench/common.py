@@ -8,7 +8,10 @@ import logging
 import os
 import platform
 import shutil
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -91,3 +94,47 @@ def emit(report: str, result: dict) -> dict:
     print(report)
     print(json.dumps(result))
     return result
+
+
+def run_worker(module: str, args: list[str], env: dict | None = None, every: float = 0.05) -> dict:
+    """`python -m module args` in a fresh process, its peak memory sampled every `every` seconds:
+    the JSON object its last stdout line holds, plus `wall` (seconds) and `peak_rss` (bytes, the
+    whole process tree: a Spark JVM or torch workers count). RuntimeError with its stderr's tail
+    when it fails."""
+    import psutil
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    ps, peak, done = psutil.Process(proc.pid), 0, threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            try:
+                peak = max(peak, _tree_rss(ps))
+            except psutil.Error:
+                pass
+            done.wait(every)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    done.set()
+    sampler.join()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench worker {module} {' '.join(args[:2])} failed ({proc.returncode}):\n{stderr[-3000:]}")
+    return {**json.loads(stdout.strip().splitlines()[-1]), "wall": wall, "peak_rss": peak}
+
+
+def _tree_rss(proc) -> int:
+    import psutil
+
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total

@@ -41,10 +41,8 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -220,47 +218,12 @@ def _window(lake, ds: dt.date, history_days: int) -> list[dt.date]:
 # --- the parent: runs each worker, samples its memory --------------------------------------
 
 
-def _tree_rss(proc) -> int:
-    import psutil
-
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
 def run_worker(name: str, lake_root: Path, ds: dt.date, out: Path, env: dict) -> dict:
     """Run one worker in a fresh process; its result plus wall time and peak tree RSS."""
-    import psutil
+    from recsys.bench.common import run_worker as run_module
 
-    cmd = [sys.executable, "-m", "recsys.bench.features", "--worker", name, "--lake-root", str(lake_root),
-           "--ds", ds.isoformat(), "--out", str(out)]  # fmt: skip
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    ps, peak, done = psutil.Process(proc.pid), 0, threading.Event()
-
-    def sample():
-        nonlocal peak
-        while not done.is_set():
-            try:
-                peak = max(peak, _tree_rss(ps))
-            except psutil.Error:
-                pass
-            done.wait(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, stderr = proc.communicate()
-    done.set()
-    sampler.join()
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench worker {name} failed ({proc.returncode}):\n{stderr[-3000:]}")
-    result = json.loads(stdout.strip().splitlines()[-1])
-    return {**result, "wall": wall, "peak_rss": peak}
+    args = ["--worker", name, "--lake-root", str(lake_root), "--ds", ds.isoformat(), "--out", str(out)]
+    return run_module("recsys.bench.features", args, env=env)
 
 
 def _same_sequences(a: Path, b: Path) -> int:

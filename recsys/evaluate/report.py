@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import json
+import logging
 from pathlib import Path
 
+from recsys.errors import InputError
 from recsys.evaluate.plots import bar_chart, line_chart
+from recsys.lake import REPORT_NIGHTS
+from recsys.pipeline.results import EvaluateResult, GateResult
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ("ndcg@10", "hr@10", "mrr@10", "recall@20", "coverage@10", "novelty@10", "popularity_bias@10",
            "purchase_ndcg@10", "short_history_ndcg@10", "new_items_hr@10")
@@ -33,11 +38,12 @@ def _section(title: str, svg: str) -> str:
     return f"<h3>{html.escape(title)}</h3>{svg}" if svg else ""
 
 
-def metric_history(runs_root: Path, metric: str = "ndcg@10", nights: int = 30,
+def metric_history(runs_root: Path, metric: str = "ndcg@10", nights: int = REPORT_NIGHTS,
                    end: dt.date | None = None) -> tuple[list[str], dict[str, list[float | None]]]:
     """`metric` of each role on every one of the `nights` days up to `end` (default: the latest
-    night with an evaluation). A night without an evaluation, or a role missing that night, is
-    None: a gap in the chart, never a zero."""
+    night with an evaluation). A night without an evaluation (or whose evaluate.json does not
+    read: the chart must not fail tonight's report), or a role missing that night, is None: a gap
+    in the chart, never a zero."""
     found = {f.parent.name.removeprefix("ds="): f for f in Path(runs_root).glob("ds=*/evaluate.json")}
     if not found:
         return [], {}
@@ -47,7 +53,12 @@ def metric_history(runs_root: Path, metric: str = "ndcg@10", nights: int = 30,
     for i, day in enumerate(labels):
         if day not in found:
             continue
-        for role, m in json.loads(found[day].read_text()).get("metrics", {}).items():
+        try:
+            metrics = EvaluateResult.load(found[day]).metrics
+        except InputError as err:
+            log.warning("metric history leaves out %s", err)
+            continue
+        for role, m in metrics.items():
             if isinstance(m.get(metric), (int, float)):
                 series.setdefault(role, [None] * len(labels))[i] = float(m[metric])
     return labels, series
@@ -79,13 +90,13 @@ def coverage_by_model(metrics: dict[str, dict]) -> tuple[list[str], dict[str, li
     return list(metrics), {"coverage@10": [m.get("coverage@10") for m in metrics.values()]}
 
 
-def write_report(path: Path, ds: str, evaluation: dict, gate: dict | None, runs_root: Path) -> Path:
-    metrics = evaluation["metrics"]
+def write_report(path: Path, ds: str, evaluation: EvaluateResult, gate: GateResult | None, runs_root: Path) -> Path:
+    metrics = evaluation.metrics
     hist_labels, hist = metric_history(runs_root, end=dt.date.fromisoformat(ds))
     decision = ""
     if gate:
-        reasons = "".join(f"<li>{html.escape(r)}</li>" for r in gate.get("reasons", []))
-        decision = f"<h2>Gate: {html.escape(gate['decision'])} — serving {html.escape(str(gate.get('serving_version')))}</h2><ul>{reasons}</ul>"
+        reasons = "".join(f"<li>{html.escape(r)}</li>" for r in gate.reasons)
+        decision = f"<h2>Gate: {html.escape(gate.decision)} — serving {html.escape(gate.serving_version)}</h2><ul>{reasons}</ul>"
     charts = "\n".join(
         _section(title, svg) for title, svg in (
             ("NDCG@10 over recent nights", line_chart("NDCG@10 per night", hist_labels, hist)),
@@ -99,8 +110,8 @@ def write_report(path: Path, ds: str, evaluation: dict, gate: dict | None, runs_
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right;font-size:13px}} th{{background:#f4f4f4}}</style></head><body>
 <h1>Offline evaluation for {html.escape(ds)}</h1>
-<p>Challenger {html.escape(str(evaluation.get('model_version')))} vs champion {html.escape(str(evaluation.get('champion_version')))}
-and baselines, {evaluation.get('users', 0)} users, full-catalogue ranking with seen items excluded.</p>
+<p>Challenger {html.escape(evaluation.model_version)} vs champion {html.escape(str(evaluation.champion_version))}
+and baselines, {evaluation.users} users, full-catalogue ranking with seen items excluded.</p>
 {decision}
 <h2>Metrics</h2>{_table(metrics)}
 {charts}

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from pathlib import Path
+from typing import TypeVar
 
 from recsys.evaluate.plots import bar_chart, line_chart
 from recsys.evaluate.report import coverage_by_model, exposure_by_decile, history_by_length, metric_history
 from recsys.errors import InputError
 from recsys.lake import Lake
+from recsys.pipeline.results import EvaluateResult, GateResult, StageResult
 from recsys.store.runlog import collect_run_summary
+
+log = logging.getLogger(__name__)
+R = TypeVar("R", bound=StageResult)
 
 # Shown first, in this order; any other number an evaluation holds follows in its own order.
 LEAD_METRICS = ("ndcg@10", "hr@10", "mrr@10", "recall@20", "coverage@10")
@@ -18,11 +24,13 @@ NIGHTS = 30  # the NDCG@10 chart spans a month of nights
 SAFETENSORS_HEADER_BYTES = 8
 
 
-def _stage(lake: Lake, ds: dt.date, stage: str) -> dict | None:
-    """What `stage` returned for ds, or None when it has not run."""
+def _stage(lake: Lake, ds: dt.date, model: type[R]) -> R | None:
+    """What `model`'s stage returned for ds, or None when it has not run. A file that does not
+    match its model is shown as missing (and logged), so one bad night leaves the others readable."""
     try:
-        return lake.read_stage_result(ds, stage)
-    except InputError:
+        return model.find(lake, ds)
+    except InputError as err:
+        log.warning("explorer leaves out %s", err)
         return None
 
 
@@ -45,16 +53,16 @@ def run_view(lake: Lake, ds: dt.date) -> dict | None:
     if not lake.run_dir(ds).is_dir():
         return None
     summary = collect_run_summary(lake.root, ds)
-    evaluation = _stage(lake, ds, "evaluate") or {}
-    metrics = {role: m for role, m in (evaluation.get("metrics") or {}).items() if isinstance(m, dict)}
-    challenger = evaluation.get("model_version")
+    evaluation = _stage(lake, ds, EvaluateResult)
+    metrics = evaluation.metrics if evaluation else {}
+    challenger = evaluation.model_version if evaluation else None
     report = lake.models_root / challenger / f"report-{ds.isoformat()}.html" if challenger else None
     return {
         "ds": ds.isoformat(),
         "gate": summary.get("gate"),
         "challenger": challenger,
-        "champion": evaluation.get("champion_version"),
-        "eval_users": evaluation.get("users"),
+        "champion": evaluation.champion_version if evaluation else None,
+        "eval_users": evaluation.users if evaluation else None,
         "roles": list(metrics),
         "metrics": metric_rows(metrics),
         "input": summary.get("input"),
@@ -83,8 +91,8 @@ def run_charts(lake: Lake, view: dict) -> dict[str, str]:
 
 def report_path(lake: Lake, ds: dt.date) -> Path | None:
     """The night's full HTML report, written by the gate beside the challenger's model."""
-    version = (_stage(lake, ds, "evaluate") or {}).get("model_version")
-    path = lake.models_root / version / f"report-{ds.isoformat()}.html" if version else None
+    evaluation = _stage(lake, ds, EvaluateResult)
+    path = lake.models_root / evaluation.model_version / f"report-{ds.isoformat()}.html" if evaluation else None
     return path if path and path.is_file() else None
 
 
@@ -106,12 +114,13 @@ def champion_history(lake: Lake, limit: int = NIGHTS) -> list[dict]:
     rows = []
     for ds in run_dates(lake, limit):
         day = dt.date.fromisoformat(ds)
-        gate = _stage(lake, day, "gate")
+        gate = _stage(lake, day, GateResult)
         if gate is None:
             continue
-        evaluation = _stage(lake, day, "evaluate") or {}
-        rows.append({"ds": ds, "challenger": evaluation.get("model_version"), "decision": gate.get("decision"),
-                     "serving": gate.get("serving_version"), "champion_before": evaluation.get("champion_version")})
+        evaluation = _stage(lake, day, EvaluateResult)
+        rows.append({"ds": ds, "challenger": evaluation.model_version if evaluation else None,
+                     "decision": gate.decision, "serving": gate.serving_version,
+                     "champion_before": evaluation.champion_version if evaluation else None})
     return rows
 
 

@@ -1,15 +1,21 @@
 """The nightly stages as plain functions keyed on the run date `ds`.
 
 Each takes `ds` (and the settings), reads its inputs from the lake or the database by that key,
-writes its outputs the same way, and returns a small JSON-able dict of ids, paths and counts
-(also saved as `runs/ds=.../<stage>.json`). The CLI, tests and Airflow tasks call them alike.
+writes its outputs the same way, and returns its result (ids, paths and counts), a model of
+`recsys.pipeline.results` also saved as `runs/ds=.../<stage>.json`. The next stage reads that
+file back through the model. The CLI, tests and Airflow tasks call them alike.
+
+With the lake in a bucket (`lake_root` = `s3://bucket/prefix`) each stage runs on a local copy:
+what it reads is pulled first (recsys.lake.STAGE_IO), what it wrote is pushed once it has
+succeeded, its result last (`_staged`). Paths in results and in the model registry are then
+URLs, which any machine resolves to its own copy (`Lake.ref`, `Lake.resolve`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -18,9 +24,21 @@ import numpy as np
 
 from recsys import schema as S
 from recsys.config import Settings, get_settings
-from recsys.errors import InputError
+from recsys.errors import ConfigError, InputError
 from recsys.evaluate.gate import GATE_METRIC
-from recsys.lake import Lake, parse_ds
+from recsys.lake import STAGE_IO, Lake, lake_url, parse_ds
+from recsys.objectstore import open_lake, working_copy
+from recsys.pipeline.results import (
+    EncodeResult,
+    EvaluateResult,
+    FeaturesResult,
+    GateResult,
+    PublishResult,
+    RetentionResult,
+    ScoreResult,
+    TrainResult,
+    ValidateResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +47,38 @@ FIRST_NIGHT = "no champion yet and the challenger failed: "
 
 def _ctx(ds, settings: Settings | None) -> tuple[dt.date, Settings, Lake]:
     settings = settings or get_settings()
-    return parse_ds(ds), settings, Lake(Path(settings.lake_root))
+    return parse_ds(ds), settings, open_lake(settings)
 
 
-def _save(lake: Lake, ds: dt.date, stage: str, result: dict) -> dict:
-    path = lake.stage_result(ds, stage)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    tmp.replace(path)
-    return result
+def _staged(stage):
+    """The stage on the lake the settings name; for a lake in a bucket, on this machine's copy of
+    it, which first gets what the stage reads and from which what the stage wrote goes to the
+    bucket once it has succeeded (recsys.objectstore.working_copy)."""
+
+    @functools.wraps(stage)
+    def run(ds, settings: Settings | None = None, *args, **kwargs):
+        settings = settings or get_settings()
+        with working_copy(settings, STAGE_IO[stage.__name__], parse_ds(ds), result=stage.__name__):
+            return stage(ds, settings, *args, **kwargs)
+
+    return run
+
+
+def _refs(lake: Lake, result: dict, *keys: str) -> dict:
+    """The path fields `keys` of a result as records name them (`Lake.ref`)."""
+    return {k: lake.ref(result[k]) for k in keys if result.get(k)}
 
 
 def _spark(settings: Settings):
     from spark_jobs.session import get_spark
 
+    if lake_url(settings.lake_root) and not settings.spark_master.startswith("local"):
+        # The stage's copy of the lake is on this machine: a cluster's executors cannot read it.
+        raise ConfigError(
+            f"spark_master {settings.spark_master} with the lake in a bucket: in-process Spark stages work on this "
+            "machine's copy of the lake; submit validate and features with spark-submit (they read s3a://) and "
+            "score with RECSYS_SCORE_ENGINE=local"
+        )
     return get_spark(settings.spark_master, driver_memory=settings.spark_driver_memory)
 
 
@@ -57,19 +92,23 @@ def _db(settings: Settings) -> str:
 
 
 # --- 1. validate -----------------------------------------------------------------------------
-def validate(ds, settings: Settings | None = None) -> dict:
+@_staged
+def validate(ds, settings: Settings | None = None) -> ValidateResult:
     """Check raw events and catalogue; quarantine bad rows; fail on broken input."""
     from spark_jobs.validate import run_validation
 
     day, settings, lake = _ctx(ds, settings)
     t0 = time.perf_counter()
     report = run_validation(_spark(settings), lake, day, settings)
-    report["seconds"] = round(time.perf_counter() - t0, 2)
-    return _save(lake, day, "validate", report)
+    out = report["outputs"]
+    report["outputs"] = {**out, "validated_events": [lake.ref(p) for p in out["validated_events"]],
+                         **_refs(lake, out, "validated_items", "quarantine")}
+    return ValidateResult.model_validate({**report, "seconds": round(time.perf_counter() - t0, 2)}).save(lake, day)
 
 
 # --- 2. features -----------------------------------------------------------------------------
-def features(ds, settings: Settings | None = None, split_mode: str = "temporal") -> dict:
+@_staged
+def features(ds, settings: Settings | None = None, split_mode: str = "temporal") -> FeaturesResult:
     """Sequences, item/user stats, stable item ids and the split (Spark): `temporal` for the
     nightly run, `loo` (leave-one-out per user) for public benchmarks."""
     from spark_jobs.features import run_features
@@ -77,8 +116,9 @@ def features(ds, settings: Settings | None = None, split_mode: str = "temporal")
     day, settings, lake = _ctx(ds, settings)
     t0 = time.perf_counter()
     manifest = run_features(_spark(settings), lake, day, settings, split_mode=split_mode)
-    manifest["seconds"] = round(time.perf_counter() - t0, 2)
-    return _save(lake, day, "features", manifest)
+    manifest["outputs"] = {name: {**o, "path": lake.ref(o["path"])} for name, o in manifest["outputs"].items()}
+    manifest["item_map"].update(_refs(lake, manifest["item_map"], "snapshot", "previous"))
+    return FeaturesResult.model_validate({**manifest, "seconds": round(time.perf_counter() - t0, 2)}).save(lake, day)
 
 
 def _items(lake: Lake, day: dt.date):
@@ -107,7 +147,8 @@ def _text_priority(lake: Lake, day: dt.date, idx: np.ndarray) -> np.ndarray:
     return np.lexsort((-users[idx], ~new))
 
 
-def encode(ds, settings: Settings | None = None) -> dict:
+@_staged
+def encode(ds, settings: Settings | None = None) -> EncodeResult:
     """Language-model vectors for every catalogue item, reusing the text-hash cache."""
     from recsys.text.encoder import TextEncoder, encode_with_cache, item_text
 
@@ -138,12 +179,14 @@ def encode(ds, settings: Settings | None = None) -> dict:
     n = int(all_idx.max()) + 1 if len(all_idx) else 0
     matrix = np.zeros((n, stats["dim"]), dtype=np.float32)
     matrix[idx] = vectors
-    stats["without_text"] = int((~described).sum())
     out = lake.embeddings(day)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "item_text.npy", matrix)
-    stats.update(path=str(out / "item_text.npy"), model=settings.text_model, seconds=round(time.perf_counter() - t0, 2))
-    return _save(lake, day, "encode", stats)
+    result = EncodeResult(
+        **stats, without_text=int((~described).sum()), path=lake.ref(out / "item_text.npy"), model=settings.text_model,
+        seconds=round(time.perf_counter() - t0, 2),
+    )
+    return result.save(lake, day)
 
 
 # --- 4. train --------------------------------------------------------------------------------
@@ -153,15 +196,16 @@ def _fingerprint(path: Path) -> str:
     return hashlib.sha256("".join(digests).encode()).hexdigest()[:12]
 
 
-def _champion_path(settings: Settings, day: dt.date) -> str | None:
+def _champion_path(settings: Settings, lake: Lake, day: dt.date) -> str | None:
     """Warm start from the serving neural model, if there is one."""
     from recsys.store.registry import champion_as_of
 
     champion = champion_as_of(_db(settings), day)
-    return champion["path"] if champion and champion["kind"] == "mtrl" else None
+    return str(lake.fetch(lake.resolve(champion["path"]))) if champion and champion["kind"] == "mtrl" else None
 
 
-def train(ds, settings: Settings | None = None) -> dict:
+@_staged
+def train(ds, settings: Settings | None = None) -> TrainResult:
     """Fit tonight's challenger on everything before the holdout window; register it."""
     from recsys.data.interactions import load_interactions
     from recsys.evaluate.protocol import validation_cases
@@ -184,7 +228,7 @@ def train(ds, settings: Settings | None = None) -> dict:
             params["max_epochs"] = settings.model_epochs
         if settings.train_budget_minutes:
             params["budget_seconds"] = settings.train_budget_minutes * 60
-        warm = _champion_path(settings, day) if settings.warm_start else None
+        warm = _champion_path(settings, lake, day) if settings.warm_start else None
         if warm:
             params["init_from"] = warm
     else:
@@ -204,64 +248,67 @@ def train(ds, settings: Settings | None = None) -> dict:
         model.save(path)
     config = {"model_kind": settings.model_kind, "seed": settings.seed, "text_model": settings.text_model, **{
         k: v for k, v in params.items() if isinstance(v, (int, float, str, type(None)))}}
-    register_model(_db(settings), version=version, ds=day, kind=settings.model_kind, path=str(path), config=config, fingerprint=fingerprint)
-    result = {
-        "model_version": version, "path": str(path), "fingerprint": fingerprint,
-        "train_interactions": int(len(fit_data.item)), "items": int(data.n_items), "processes": procs,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    return _save(lake, day, "train", result)
+    register_model(_db(settings), version=version, ds=day, kind=settings.model_kind, path=lake.ref(path), config=config, fingerprint=fingerprint)
+    result = TrainResult(
+        model_version=version, path=lake.ref(path), fingerprint=fingerprint, train_interactions=int(len(fit_data.item)),
+        items=int(data.n_items), processes=procs, seconds=round(time.perf_counter() - t0, 2),
+    )
+    return result.save(lake, day)
 
 
 # --- 5. evaluate -----------------------------------------------------------------------------
-def evaluate(ds, settings: Settings | None = None) -> dict:
+@_staged
+def evaluate(ds, settings: Settings | None = None) -> EvaluateResult:
     """Challenger vs popularity vs the serving champion on the same holdout, full catalogue."""
     from recsys.evaluate.offline import compare_models
 
     day, settings, lake = _ctx(ds, settings)
     t0 = time.perf_counter()
-    trained = lake.read_stage_result(day, "train")
+    trained = TrainResult.read(lake, day)
     from recsys.store.registry import champion_as_of
 
-    champion = champion_as_of(_db(settings), day, exclude=trained["model_version"])
-    result = compare_models(
-        lake.features(day), Path(trained["path"]), champion["path"] if champion else None, k=10
-    )
-    result.update(
-        model_version=trained["model_version"],
+    champion = champion_as_of(_db(settings), day, exclude=trained.model_version)
+    champion_path = str(lake.fetch(lake.resolve(champion["path"]))) if champion else None
+    compared = compare_models(lake.features(day), lake.fetch(lake.resolve(trained.path)), champion_path, k=10)
+    result = EvaluateResult(
+        **compared,
+        model_version=trained.model_version,
         champion_version=champion["model_version"] if champion else None,
         seconds=round(time.perf_counter() - t0, 2),
     )
-    log.info("offline evaluation for %s\n%s", day, result["table"])
-    return _save(lake, day, "evaluate", result)
+    log.info("offline evaluation for %s\n%s", day, result.table)
+    return result.save(lake, day)
 
 
 # --- 6. gate ---------------------------------------------------------------------------------
-def gate(ds, settings: Settings | None = None, force_promote: bool = False, forced_by: str | None = None) -> dict:
+@_staged
+def gate(
+    ds, settings: Settings | None = None, force_promote: bool = False, forced_by: str | None = None
+) -> GateResult:
     """Decide whether the challenger serves; record the decision and its reasons."""
     from recsys.evaluate.gate import GateRules, decide
     from recsys.store.registry import record_decision
 
     day, settings, lake = _ctx(ds, settings)
-    ev = lake.read_stage_result(day, "evaluate")
+    ev = EvaluateResult.read(lake, day)
     rules = GateRules.from_settings(settings)
-    decision = decide(ev["metrics"], rules, force=force_promote)
+    decision = decide(ev.metrics, rules, force=force_promote)
     record_decision(
-        _db(settings), ds=day, version=ev["model_version"], champion=ev["champion_version"], metrics=ev["metrics"],
+        _db(settings), ds=day, version=ev.model_version, champion=ev.champion_version, metrics=ev.metrics,
         decision=decision.decision, reasons=decision.reasons, forced_by=forced_by if decision.decision == "forced" else None,
     )
-    serving = ev["model_version"] if decision.promote else ev["champion_version"]
+    serving = ev.model_version if decision.promote else ev.champion_version
     reasons = list(decision.reasons)
     if serving is None:
         serving, why = _first_night_fallback(day, settings, lake, ev)
         reasons.append(f"{FIRST_NIGHT}{why}, until a model passes the gate")
-    result = {"decision": decision.decision, "promote": decision.promote, "reasons": reasons, "serving_version": serving}
+    result = GateResult(decision=decision.decision, promote=decision.promote, reasons=reasons, serving_version=serving)
     from recsys.evaluate.report import write_report
 
-    report = lake.models_root / ev["model_version"] / f"report-{day.isoformat()}.html"
-    result["report"] = str(write_report(report, day.isoformat(), ev, result, lake.root / "runs"))
+    report = lake.models_root / ev.model_version / f"report-{day.isoformat()}.html"
+    result.report = lake.ref(write_report(report, day.isoformat(), ev, result, lake.root / "runs"))
     log.info("gate %s for %s: %s", decision.decision, day, "; ".join(decision.reasons))
-    return _save(lake, day, "gate", result)
+    return result.save(lake, day)
 
 
 def _ndcg(metrics: dict, role: str) -> float:
@@ -275,19 +322,20 @@ def fallback_kind(metrics: dict) -> str:
     return "cooc" if _ndcg(metrics, "itemknn") >= _ndcg(metrics, "popularity") else "popularity"
 
 
-def _first_night_fallback(day: dt.date, settings: Settings, lake: Lake, ev: dict) -> tuple[str, str]:
+def _first_night_fallback(day: dt.date, settings: Settings, lake: Lake, ev: EvaluateResult) -> tuple[str, str]:
     """Fit, save and promote the fallback baseline so apps get lists, and it becomes the champion
     the next challenger must beat; returns its version and why it serves."""
     from recsys.data.interactions import load_interactions
     from recsys.models import build_model
     from recsys.store.registry import promote_baseline
 
-    knn, pop = _ndcg(ev["metrics"], "itemknn"), _ndcg(ev["metrics"], "popularity")
+    lake.fetch(lake.features(day))
+    knn, pop = _ndcg(ev.metrics, "itemknn"), _ndcg(ev.metrics, "popularity")
     # A co-occurrence challenger (train names versions by kind) that just failed is the itemknn
     # baseline itself, so it cannot stand in for itself.
-    if ev["model_version"].startswith("cooc-"):
+    if ev.model_version.startswith("cooc-"):
         kind, why = "popularity", "the challenger is item co-occurrence itself"
-    elif (kind := fallback_kind(ev["metrics"])) == "cooc":
+    elif (kind := fallback_kind(ev.metrics)) == "cooc":
         why = f"{GATE_METRIC} {knn:.4f} >= popularity {pop:.4f}"
     else:
         why = f"item co-occurrence {GATE_METRIC} {knn:.4f} < popularity {pop:.4f}"
@@ -296,57 +344,65 @@ def _first_night_fallback(day: dt.date, settings: Settings, lake: Lake, ev: dict
     path = lake.models_root / version
     # Fit on train + valid, as the baseline was in tonight's evaluation, so it serves what was measured.
     build_model(kind).fit(load_interactions(lake.features(day)).in_splits("train", "valid")).save(path)
-    promote_baseline(_db(settings), version=version, ds=day, kind=kind, path=str(path), fingerprint=fingerprint)
+    promote_baseline(_db(settings), version=version, ds=day, kind=kind, path=lake.ref(path), fingerprint=fingerprint)
     name = "item co-occurrence" if kind == "cooc" else "popularity"
     return version, f"{name} ({version}) serves, {why}"
 
 
 # --- 7. score --------------------------------------------------------------------------------
-def score(ds, settings: Settings | None = None) -> dict:
+@_staged
+def score(ds, settings: Settings | None = None) -> ScoreResult:
     """Top-K for every active user and similar items, with the serving model."""
     from recsys.serve.batch import score_all_users
 
     day, settings, lake = _ctx(ds, settings)
     t0 = time.perf_counter()
-    serving = lake.read_stage_result(day, "gate")["serving_version"]
+    serving = GateResult.read(lake, day).serving_version
+    engine = None  # in this process
+    if settings.score_engine == "spark":
+        from spark_jobs.score import SparkEngine
+
+        engine = SparkEngine(_spark(settings))
     result = score_all_users(
-        lake, day, lake.models_root / serving, k=settings.top_k, exclude=settings.exclude,
+        lake, day, lake.fetch(lake.models_root / serving), k=settings.top_k, exclude=settings.exclude,
         block_users=settings.score_block_users, device=settings.device,
         diversity_lambda=settings.diversity_lambda, similar_k=settings.similar_k,
-        text_vectors_path=lake.embeddings(day) / "item_text.npy",
+        text_vectors_path=lake.embeddings(day) / "item_text.npy", engine=engine,
     )
-    result.update(model_version=serving, seconds=round(time.perf_counter() - t0, 2))
-    return _save(lake, day, "score", result)
+    result.update(model_version=serving, seconds=round(time.perf_counter() - t0, 2),
+                  **_refs(lake, result, "path", "fallback_path", "similar_path"))
+    return ScoreResult.model_validate(result).save(lake, day)
 
 
 # --- 8. publish ------------------------------------------------------------------------------
-def publish(ds, settings: Settings | None = None, run_id: str | None = None) -> dict:
+@_staged
+def publish(ds, settings: Settings | None = None, run_id: str | None = None) -> PublishResult:
     """COPY tonight's lists into side partitions, validate, switch atomically (with the fallback list)."""
     from recsys.store.publish import publish_batch
 
     day, settings, lake = _ctx(ds, settings)
-    scored = lake.read_stage_result(day, "score")
+    scored = ScoreResult.read(lake, day)
     known = _items(lake, day).column(S.ITEM_ID)
-    similar, fallback = scored.get("similar_path"), scored.get("fallback_path")
+    similar, fallback = scored.similar_path, scored.fallback_path
     res = publish_batch(
-        _db(settings), ds=day, model_version=scored["model_version"], recs_path=Path(scored["path"]),
-        k=settings.top_k, run_id=run_id, expected_users=scored["users"], expected_rows=scored.get("expected_rows"),
-        known_items=known, similar_path=Path(similar) if similar else None, similar_k=settings.similar_k,
-        fallback_path=Path(fallback) if fallback else None,
+        _db(settings), ds=day, model_version=scored.model_version, recs_path=lake.resolve(scored.path),
+        k=settings.top_k, run_id=run_id, expected_users=scored.users, expected_rows=scored.expected_rows,
+        known_items=known, similar_path=lake.resolve(similar) if similar else None, similar_k=settings.similar_k,
+        fallback_path=lake.resolve(fallback) if fallback else None,
     )
-    result = {
-        "batch_id": res.batch_id, "rows": res.rows, "users": res.users, "seconds": round(res.seconds, 2),
-        "replaced_batch_ids": list(res.replaced_batch_ids), "similar_rows": res.similar_rows,
-        "fallback_rows": res.fallback_rows,
-    }
-    return _save(lake, day, "publish", result)
+    result = PublishResult(
+        batch_id=res.batch_id, rows=res.rows, users=res.users, seconds=round(res.seconds, 2),
+        replaced_batch_ids=list(res.replaced_batch_ids), similar_rows=res.similar_rows, fallback_rows=res.fallback_rows,
+    )
+    return result.save(lake, day)
 
 
 # --- 9. retention ----------------------------------------------------------------------------
-def retention(ds, settings: Settings | None = None) -> dict:
+@_staged
+def retention(ds, settings: Settings | None = None) -> RetentionResult:
     """Drop batches older than retention_days and replaced or failed ones; never the current one."""
     from recsys.store.retention import apply_retention
 
     day, settings, lake = _ctx(ds, settings)
     dropped = apply_retention(_db(settings), today=day, keep_days=settings.retention_days)
-    return _save(lake, day, "retention", {"dropped_batch_ids": list(dropped)})
+    return RetentionResult(dropped_batch_ids=list(dropped)).save(lake, day)

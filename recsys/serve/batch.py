@@ -14,6 +14,11 @@
   NEW_ITEM_DAYS the user never interacted with).
 
 Rows are written sorted by (user_id, rank), the order the publisher streams without sorting.
+
+Ranking the users the model knows is the one step an engine runs: `InProcess` (the default) in
+this process, or the Spark job of `spark_jobs/score.py` in partitions; both call `score_users`
+on the same blocks of users, so their lists are the same. Everything else (who is active, cold
+start, the fallback and similar-items lists, the file) happens here, once.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from recsys.data.interactions import EVENT_CODE, Interactions, load_interactions
 from recsys.errors import ConfigError, InputError
 from recsys.lake import Lake
 from recsys.models import build_model, load_model
-from recsys.scoring import explain_by_vectors, is_factorised, rank_users
+from recsys.scoring import Ranking, explain_by_vectors, is_factorised, rank_users
 from recsys.serve.similar import lists_table, similar_items, write_similar
 
 log = logging.getLogger(__name__)
@@ -111,7 +116,8 @@ def _exclusions(data: Interactions, users: np.ndarray, exclude: str) -> list[np.
     return [np.unique(per_user.get(int(u), empty)) for u in users]
 
 
-def _model_width(model) -> int:
+def model_width(model) -> int:
+    """Items the model scores (its catalogue as of training)."""
     if is_factorised(model):
         return len(model.item_vectors())
     # A one-item history: every model can score it (some cannot score an empty one).
@@ -154,6 +160,61 @@ def _mark_new(reasons: np.ndarray, items: np.ndarray, scores: np.ndarray, seqs: 
         reasons[u, cols] = NEW_FOR_YOU
 
 
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How every block's lists are made, whichever engine runs it."""
+
+    k: int
+    block_users: int = 1024
+    device: str = "cpu"
+    diversity_lambda: float = 0.0
+
+
+@dataclass
+class Users:
+    """The users the model ranks, aligned: item_idx histories in time order, each step's
+    behaviour, and what each may not be recommended (None: nothing excluded)."""
+
+    seqs: list[np.ndarray]
+    events: list[np.ndarray]
+    exclude: list[np.ndarray] | None
+
+
+@dataclass
+class Lists(Ranking):
+    """A Ranking with a reason per slot."""
+
+    reasons: np.ndarray  # (U, K) object
+
+
+def score_users(model, cat: Catalogue, users: Users, opts: ScoreOptions) -> Lists:
+    """Rank, explain and mark new items for `users`: the whole of the per-user work.
+
+    rank_users and the explanations go through the users in blocks of `opts.block_users` from
+    the first, so a caller that hands over one such block at a time (the Spark job) computes
+    exactly what one call over all users does.
+    """
+    category = cat.category if opts.diversity_lambda > 0 else None
+    ranking = rank_users(
+        model, users.seqs, opts.k, exclude=users.exclude, blocked=cat.blocked, block_users=opts.block_users,
+        device=opts.device, diversity_lambda=opts.diversity_lambda, category=category, events=users.events,
+    )
+    reasons = _reasons(model, users.seqs, ranking.items, ranking.scores, cat, opts.block_users)
+    _mark_new(reasons, ranking.items, ranking.scores, users.seqs, cat)
+    return Lists(ranking.items, ranking.scores, ranking.candidates, reasons)
+
+
+class InProcess:
+    """RECSYS_SCORE_ENGINE=local: every user in this process, with the model already loaded."""
+
+    name = "local"
+
+    def score(self, model_path: Path, model, cat: Catalogue, users: Users, opts: ScoreOptions,
+              workdir: Path) -> Lists:
+        """The lists of `users`; `workdir` is a folder an engine may use for scratch files."""
+        return score_users(model, cat, users, opts)
+
+
 def _write_fallback(out: Path, items: np.ndarray, scores: np.ndarray, cat: Catalogue) -> dict:
     """The one (1, K) popularity list as out/fallback.parquet: rank, item_id, score, reason 'popular'."""
     table = lists_table(
@@ -177,11 +238,15 @@ def score_all_users(
     diversity_lambda: float = 0.0,
     similar_k: int | None = 20,
     text_vectors_path: Path | None = None,
+    engine=None,
 ) -> dict:
+    """Write tonight's lists (see the module docstring); `engine` ranks the users the model
+    knows: anything with `name` and InProcess's `score` (default InProcess)."""
+    engine = engine or InProcess()
     data = load_interactions(lake.features(day))  # every split: lists use behaviour up to ds
     cat = load_catalogue(lake, day)
     model = load_model(model_path)
-    width = _model_width(model)
+    width = model_width(model)
     category = cat.category if diversity_lambda > 0 else None
 
     histories = data.histories()
@@ -192,17 +257,15 @@ def score_all_users(
         [data.user_ids[np.setdiff1d(users, warm)], _extra_active_users(lake, day, data.user_ids)]
     ).astype(str)
 
-    seqs = [histories[int(u)] for u in warm]
     behaviours = data.event_histories()
-    excl = _exclusions(data, warm, exclude)
-    ranking = rank_users(
-        model, seqs, k, exclude=excl, blocked=cat.blocked, block_users=block_users, device=device,
-        diversity_lambda=diversity_lambda, category=category, events=[behaviours[int(u)] for u in warm],
-    )
-    reasons = _reasons(model, seqs, ranking.items, ranking.scores, cat, block_users)
-    _mark_new(reasons, ranking.items, ranking.scores, seqs, cat)
-    keys, items, scores, why = [data.user_ids[warm].astype(str)], [ranking.items], [ranking.scores], [reasons]
-    expected = ranking.expected_rows()
+    users_in = Users([histories[int(u)] for u in warm], [behaviours[int(u)] for u in warm],
+                     _exclusions(data, warm, exclude))
+    opts = ScoreOptions(k=k, block_users=block_users, device=device, diversity_lambda=diversity_lambda)
+    out = lake.scores(day)
+    out.mkdir(parents=True, exist_ok=True)
+    ranked = engine.score(Path(model_path), model, cat, users_in, opts, out)
+    keys, items, scores, why = [data.user_ids[warm].astype(str)], [ranked.items], [ranked.scores], [ranked.reasons]
+    expected = ranked.expected_rows()
 
     # The week's most popular available items: the list of users the model can do nothing for,
     # and the batch's fallback list for users it has no list for at all.
@@ -225,8 +288,6 @@ def score_all_users(
         np.concatenate(keys), np.clip(np.concatenate(items), 0, len(cat.item_ids) - 1), all_scores, cat.item_ids,
         S.USER_ID, S.ITEM_ID, extra={S.REASON: np.concatenate(why)},
     )
-    out = lake.scores(day)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / RECS_FILE
     pq.write_table(table, path)
     popular = _write_fallback(out, fallback.items, fallback.scores, cat)
@@ -234,7 +295,7 @@ def score_all_users(
     result = {
         "path": str(path), "users": listed, "rows": int(table.num_rows), "expected_rows": int(expected),
         "k": int(k), "cold_start_users": int(len(cold_ids)), "fast_path": is_factorised(model), "exclude": exclude,
-        "diversity_lambda": float(diversity_lambda), **popular,
+        "diversity_lambda": float(diversity_lambda), "engine": engine.name, **popular,
     }
     if result["rows"] != result["expected_rows"]:
         log.warning("%s rows scored, %s expected: the model left candidates unscored (NaN)", result["rows"], expected)

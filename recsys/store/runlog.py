@@ -1,24 +1,36 @@
 """The run log in PostgreSQL: one structured summary per published batch, one row per failed run.
 
-A nightly run leaves `runs/ds=<ds>/<stage>.json` in the lake; `collect_run_summary` folds them
-into one small document (rows in and quarantined, features built, model metrics, gate decision,
-rows published, seconds per stage) and `record_run_summary` stores it under the key `run` of
-the batch's `recsys.batches.summary`, next to what the publisher wrote there. A task that fails
-for good records its task id, try number and a one-line cause with `record_failure`, as a
-`failed` row of `recsys.batches` for its date and run id. `recsys status` reads both back.
+A nightly run leaves `runs/ds=<ds>/<stage>.json` in the lake (each read as its model of
+`recsys.pipeline.results`); `collect_run_summary` folds them into one small document (rows in
+and quarantined, features built, model metrics, gate decision, rows published, seconds per
+stage) and `record_run_summary` stores it under the key `run` of the batch's
+`recsys.batches.summary`, next to what the publisher wrote there. A task that fails for good
+records its task id, try number and a one-line cause with `record_failure`, as a `failed` row
+of `recsys.batches` for its date and run id. `recsys status` reads both back.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg.types.json import Jsonb
 
+from recsys.errors import InputError
 from recsys.lake import STAGES, Lake, parse_ds
+from recsys.pipeline.results import (
+    EncodeResult,
+    EvaluateResult,
+    FeaturesResult,
+    GateResult,
+    PublishResult,
+    ScoreResult,
+    StageResult,
+    TrainResult,
+    ValidateResult,
+)
 from recsys.store.db import connect, one_line
 from recsys.tables import text_table
 
@@ -29,11 +41,18 @@ HEADLINE_METRICS = ("ndcg@10", "hr@10", "recall@20", "coverage@10")
 # A failure cause longer than this is cut: it must fit a table cell, the full text is in the task log.
 MAX_CAUSE_CHARS = 500
 
+R = TypeVar("R", bound=StageResult)
 
-def _read(path: Path) -> dict | None:
+
+def _read(path: Path, model: type[R]) -> R | None:
+    """The stage result at `path`, or None when there is none. A file that does not match its
+    model is left out with a warning: the summary reports a run, it must not fail one."""
+    if not path.is_file():
+        return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return model.load(path)
+    except InputError as err:
+        log.warning("run summary leaves out %s", one_line(err))
         return None
 
 
@@ -47,55 +66,57 @@ def collect_run_summary(lake_root: Path, ds, run_id: str | None = None) -> dict[
     """The run summary of `ds` from the stage results in the lake; stages that did not run are left out."""
     day = parse_ds(ds)
     lake = Lake(Path(lake_root))
-    stage = {name: _read(lake.stage_result(day, name)) for name in STAGES}
+
+    def result(model: type[R]) -> R | None:
+        return _read(lake.stage_result(day, model.stage), model)
+
+    v, e, t, ev = result(ValidateResult), result(EncodeResult), result(TrainResult), result(EvaluateResult)
+    g, s, p = result(GateResult), result(ScoreResult), result(PublishResult)
     # Features submitted to a Spark cluster leave only the manifest of the features folder.
-    stage["features"] = stage["features"] or _read(lake.features(day) / "manifest.json")
+    f = result(FeaturesResult) or _read(lake.features(day) / "manifest.json", FeaturesResult)
 
     summary: dict[str, Any] = {"ds": day.isoformat()}
     if run_id:
         summary["run_id"] = run_id
-    v = stage["validate"]
     if v:
-        today = v.get("today") or {}
         summary["input"] = {
-            "rows_in": v.get("rows_in"),
-            "rows_clean": v.get("rows_clean"),
-            "rows_quarantined": v.get("rows_quarantined"),
-            "quarantine_reasons": v.get("reasons") or {},
-            "rows_in_ds": today.get("rows_in"),
-            "days_validated": len(v.get("days_validated") or []),
+            "rows_in": v.rows_in,
+            "rows_clean": v.rows_clean,
+            "rows_quarantined": v.rows_quarantined,
+            "quarantine_reasons": v.reasons,
+            "rows_in_ds": v.today.rows_in if v.today else None,
+            "days_validated": len(v.days_validated),
         }
-    f = stage["features"]
     if f:
         summary["features"] = {
-            "rows": {name: o.get("rows") for name, o in (f.get("outputs") or {}).items()},
-            "splits": f.get("splits"),
-            "new_items": (f.get("item_map") or {}).get("new_items"),
-            "window": {k: (f.get("window") or {}).get(k) for k in ("start", "end", "days_with_events")},
+            "rows": {name: o.rows for name, o in f.outputs.items()},
+            "splits": f.splits.model_dump(),
+            "new_items": f.item_map.new_items,
+            "window": {"start": f.window.start.isoformat(), "end": f.window.end.isoformat(),
+                       "days_with_events": f.window.days_with_events},
         }
-    e = stage["encode"]
     if e:
-        summary["text"] = {k: e.get(k) for k in ("texts", "encoded", "cached", "model")}
-    t, ev = stage["train"], stage["evaluate"]
+        summary["text"] = {"texts": e.texts, "encoded": e.encoded, "cached": e.cached, "model": e.model}
     if t or ev:
-        metrics = (ev or {}).get("metrics") or {}
+        metrics = ev.metrics if ev else {}
         summary["model"] = {
-            "version": (t or ev or {}).get("model_version"),
-            "train_interactions": (t or {}).get("train_interactions"),
-            "champion_version": (ev or {}).get("champion_version"),
-            "eval_users": (ev or {}).get("users"),
-            "metrics": {name: _headline(m) for name, m in metrics.items() if isinstance(m, dict) and _headline(m)},
+            "version": (t or ev).model_version,
+            "train_interactions": t.train_interactions if t else None,
+            "champion_version": ev.champion_version if ev else None,
+            "eval_users": ev.users if ev else None,
+            "metrics": {name: _headline(m) for name, m in metrics.items() if _headline(m)},
         }
-    g = stage["gate"]
     if g:
-        summary["gate"] = {k: g.get(k) for k in ("decision", "promote", "serving_version", "reasons")}
-    p = stage["publish"]
+        summary["gate"] = {"decision": g.decision, "promote": g.promote, "serving_version": g.serving_version,
+                           "reasons": g.reasons}
     if p:
-        summary["published"] = {k: p.get(k) for k in ("batch_id", "rows", "users", "similar_rows")}
-    s = stage["score"]
+        summary["published"] = {"batch_id": p.batch_id, "rows": p.rows, "users": p.users, "similar_rows": p.similar_rows}
     if s:
-        summary["scored"] = {k: s.get(k) for k in ("users", "rows", "k", "cold_start_users", "model_version")}
-    seconds = {name: r["seconds"] for name, r in stage.items() if r and isinstance(r.get("seconds"), (int, float))}
+        summary["scored"] = {"users": s.users, "rows": s.rows, "k": s.k, "cold_start_users": s.cold_start_users,
+                             "model_version": s.model_version}
+    # The gate and retention do not time themselves.
+    timed = (v, f, e, t, ev, s, p)
+    seconds = {r.stage: r.seconds for r in timed if r is not None and r.seconds is not None}
     summary["seconds"] = seconds
     summary["seconds_total"] = round(sum(seconds.values()), 2)
     return summary
@@ -115,9 +136,14 @@ def record_run_summary(url: str, batch_id: int, summary: dict) -> None:
 
 def summarise_published_run(settings, ds, batch_id: int, run_id: str | None = None) -> dict:
     """collect + record for a batch just published (the DAG's publish task); returns the summary."""
+    from recsys.objectstore import open_lake
     from recsys.store.db import resolve_url
 
-    summary = collect_run_summary(settings.lake_root, ds, run_id=run_id)
+    lake, day = open_lake(settings), parse_ds(ds)
+    # A lake in a bucket: this task's copy may lack the other stages' results.
+    lake.fetch(lake.run_dir(day))
+    lake.fetch(lake.features(day) / "manifest.json")
+    summary = collect_run_summary(lake.root, ds, run_id=run_id)
     record_run_summary(resolve_url(settings), batch_id, summary)
     return summary
 
