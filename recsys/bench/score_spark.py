@@ -90,17 +90,9 @@ def worker(engine_name: str, model_path: str, users: int, k: int, block_users: i
             "reasons_sha256": digest.hexdigest(), "rows": int(np.isfinite(lists.scores).sum())}
 
 
-def _run_worker(args: list[str]) -> dict:
-    """A worker in a fresh process: its result plus the peak RSS of its process tree."""
-    from recsys.bench.common import run_worker
-
-    result = run_worker("recsys.bench.score_spark", args, every=0.1)
-    return {**result, "tree_peak_rss": result["peak_rss"]}
-
-
 def run(model_path: str, users: int = 100_000, k: int = 50, block_users: int | None = None,
         device: str = "cpu") -> dict:
-    from recsys.bench.common import emit, machine, table
+    from recsys.bench.common import emit, machine, run_worker, table
     from recsys.config import Settings
 
     host = machine()
@@ -108,8 +100,8 @@ def run(model_path: str, users: int = 100_000, k: int = 50, block_users: int | N
     res: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="recsys-bench-score-spark-") as tmp:
         for name in ENGINES:
-            res[name] = _run_worker(["--worker", name, "--model", model_path, "--users", str(users), "--k", str(k),
-                                     "--block-users", str(block), "--device", device, "--out", tmp])
+            res[name] = run_worker("recsys.bench.score_spark", ["--worker", name, "--model", model_path, "--users", str(users), "--k", str(k),
+                                     "--block-users", str(block), "--device", device, "--out", tmp], every=0.1)
         out = Path(tmp)
         same_items = np.array_equal(np.load(out / "local-items.npy"), np.load(out / "spark-items.npy"))
         a, b = np.load(out / "local-scores.npy"), np.load(out / "spark-scores.npy")
@@ -120,7 +112,7 @@ def run(model_path: str, users: int = 100_000, k: int = 50, block_users: int | N
     if not same:
         raise RuntimeError(f"the engines' lists differ (items equal: {same_items}, scores close: {same_scores})")
     mib = 2**20
-    rows = [(name, r["seconds"], users / r["seconds"], r["driver_peak_rss"] / mib, r["tree_peak_rss"] / mib,
+    rows = [(name, r["seconds"], users / r["seconds"], r["driver_peak_rss"] / mib, r["peak_rss"] / mib,
              r["startup"]) for name, r in res.items()]
     local, spark = res["local"], res["spark"]
     report = "\n".join([
@@ -139,7 +131,7 @@ def run(model_path: str, users: int = 100_000, k: int = 50, block_users: int | N
         "local_users_per_s": round(users / local["seconds"]), "spark_users_per_s": round(users / spark["seconds"]),
         "spark_session_seconds": round(spark["startup"], 2),
         "local_driver_rss_mib": round(local["driver_peak_rss"] / mib), "spark_driver_rss_mib": round(spark["driver_peak_rss"] / mib),
-        "local_tree_rss_mib": round(local["tree_peak_rss"] / mib), "spark_tree_rss_mib": round(spark["tree_peak_rss"] / mib),
+        "local_tree_rss_mib": round(local["peak_rss"] / mib), "spark_tree_rss_mib": round(spark["peak_rss"] / mib),
         "max_score_difference": max_diff,
     })  # fmt: skip
 
