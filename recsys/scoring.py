@@ -1,10 +1,13 @@
 """Top-K over the full catalogue in blocks of users: the one ranking routine for evaluation and serving.
 
-Two ways to get a block's (B, I) scores, one way to rank them:
+Three ways to get a block's (B, I) scores, one way to rank them:
 
 - fast path, for factorised models (see `Factorised`): item vectors are put on the device once;
   per block, `user_vectors(histories)` (B, D) times the item matrix is one matmul on the
   device (CPU or CUDA), written into a reused buffer;
+- a model whose score is more than a dot product may offer `block_scorer()`, a callable
+  `(histories, events=None, out=None) -> (B, I) float32 tensor` that writes each block's
+  scores into `out` (a buffer the ranker reuses, and then masks in place);
 - fallback, for any other `Recommender`: `model.score(histories)` (B, I) in numpy.
 
 Then, in torch on the device: unavailable items are out of the matrix (fast path) or masked,
@@ -91,6 +94,9 @@ class _Ranker:
         self.category = None if category is None or self.lam <= 0 else np.asarray(category, dtype=np.int64)
         self.blocked = None if blocked is None else np.asarray(blocked, dtype=bool)
         self.fast = is_factorised(model)
+        make_scorer = None if self.fast else getattr(model, "block_scorer", None)
+        self.scorer = make_scorer() if callable(make_scorer) else None
+        self.buffer = None
         self.width = None  # scored columns (the model's catalogue)
         if self.fast:
             vectors = np.asarray(model.item_vectors(), dtype=np.float32)
@@ -101,7 +107,6 @@ class _Ranker:
             kept = vectors if self.columns is None else vectors[self.columns]
             # (D, I) contiguous on the device: the layout a GEMM streams best.
             self.item_t = torch.from_numpy(np.ascontiguousarray(kept.T)).to(self.device)
-            self.buffer = None
 
     def _allowed(self, width: int) -> np.ndarray:
         allowed = np.ones(width, dtype=bool)
@@ -122,14 +127,20 @@ class _Ranker:
             out = self.buffer[:b]
             torch.matmul(users, self.item_t, out=out)
             return out
-        scores = np.asarray(self.model.score(histories, **extra), dtype=np.float32)
+        if self.scorer is not None:
+            # Scored into one buffer that is then masked and ranked in place: no (B, I) copies.
+            out = self.scorer(histories, out=self.buffer, **extra)
+            self.buffer = out if self.buffer is None else self.buffer  # the first block is the largest
+            out = out.to(self.device)
+        else:
+            scores = np.asarray(self.model.score(histories, **extra), dtype=np.float32)
+            out = torch.from_numpy(np.array(scores, dtype=np.float32, copy=True)).to(self.device)
         if self.width is None:
-            self.width = scores.shape[1]
+            self.width = out.shape[1]
             self.allowed = self._allowed(self.width)
             self.columns = None
             masked = np.flatnonzero(~self.allowed)
             self.mask_cols = torch.from_numpy(masked).to(self.device) if len(masked) else None
-        out = torch.from_numpy(np.array(scores, dtype=np.float32, copy=True)).to(self.device)
         if self.mask_cols is not None:
             out.index_fill_(1, self.mask_cols, float("-inf"))
         return out

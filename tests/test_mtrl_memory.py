@@ -123,3 +123,52 @@ def test_mixed_scores_leave_the_fast_path_and_network_only_returns_to_it():
     np.testing.assert_allclose(alone.score(hist), alone.user_vectors(hist) @ alone.item_vectors().T, rtol=1e-5, atol=1e-5)
     plain = build_model("mtrl", preset="sasrec_ce", max_len=6, d=16, max_epochs=1).fit(data)
     assert plain.memory is None and is_factorised(plain)
+
+
+def test_the_served_scorer_is_combine_bit_for_bit_in_a_reused_buffer():
+    """The scoring routine's general path (memory, prior, Q and buy added in place, the memory
+    sparse) gives every element the same bits as combine over the dense parts."""
+    from recsys.models.mtrl.blend import combine, network_parts
+    from recsys.scoring import rank_users
+
+    data = funnel_data(n_users=60, n_items=30)
+    model = build_model("mtrl", max_len=6, d=16, max_epochs=1).fit(data)
+    rng = np.random.default_rng(0)
+    hist = [rng.integers(0, 30, rng.integers(0, 14)) for _ in range(700)]  # two state blocks, every bucket
+    events = [rng.integers(0, 4, len(h)) for h in hist]
+    lengths = np.array([len(h) for h in hist])
+    narrow = ItemMemory.fit(funnel_data(n_items=25))  # items 25.. are new to it: typical
+    blends = [Blend(memory=2.0), Blend(memory=0.5, pop=(1.0, 0.0, 0.25, 4.0)),
+              Blend(memory=1.0, q=0.5, buy=2.0, pop=(0.1, 0.2, 0.5, 0.0)), Blend(pop=(8.0, 0.0, 0.0, 0.1))]
+    for blend, memory, prior in [(b, model.memory, model.prior) for b in blends] + [(blends[1], narrow, model.prior[:-4])]:
+        view = model.with_blend(blend)
+        view.memory, view.prior = (memory if blend.memory > 0 else None), prior
+        parts = network_parts(model.net, hist, 0, events)
+        memory_log = view.memory.log_scores(hist, data.n_items) if view.memory is not None else None
+        expected = combine(parts, blend, lengths, memory_log, prior)
+        buffer = torch.full((len(hist) + 5, data.n_items), float("nan"))
+        got = view.block_scorer()(hist, events, out=buffer)
+        assert got.data_ptr() == buffer.data_ptr()
+        np.testing.assert_array_equal(got.numpy(), expected)
+        np.testing.assert_array_equal(view.score(hist, events), expected)
+        exclude = [np.unique(h) for h in hist]
+        ranking = rank_users(view, hist, 5, exclude=exclude, events=events, block_users=300)
+        for r, ex in enumerate(exclude):
+            s = expected[r].copy()
+            s[ex] = -np.inf
+            np.testing.assert_array_equal(ranking.scores[r], -np.sort(-s)[:5])
+
+
+def test_the_sparse_memory_log_is_the_dense_definition():
+    data = funnel_data(n_items=30)
+    mem = ItemMemory.fit(data.select(data.item != 9))
+    hist = [np.array([3, 4]), np.array([], np.int64), np.array([20, 21, 22, 9])]
+    width = data.n_items + 2
+    p = mem.distribution(hist, width).astype(np.float64)
+    known = np.zeros(width, bool)
+    known[: data.n_items] = mem.knn.pop > 0
+    expected = np.where(known, np.log(p + EPS), (p * np.log(p + EPS)).sum(axis=1, keepdims=True))
+    expected[p.sum(axis=1) == 0] = 0.0
+    np.testing.assert_allclose(mem.log_scores(hist, width), expected, rtol=1e-6, atol=1e-6)
+    sparse = mem.sparse_log(hist, width)
+    assert len(sparse.rows) == int(((p > 0) & known).sum())  # only the entries with mass are held

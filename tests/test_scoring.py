@@ -375,6 +375,17 @@ def test_bench_score_prints_its_json_last(capsys):
     assert last["model"] == "random-factorised"
 
 
+def test_bench_score_bounds_a_matrix_too_large_to_hold_in_blocks_of_users(monkeypatch, capsys):
+    from recsys.bench import score
+    from recsys.cli import main
+
+    monkeypatch.setattr(score, "BOUND_BYTES", 300 * 500)  # (300, 500) float32 is 4x that
+    assert main(["bench", "score", "--users", "300", "--items", "500", "--k", "10", "--repeats", "1",
+                 "--block-users", "128"]) == 0
+    out = capsys.readouterr().out
+    assert "bare torch.matmul (U, I), 128 users a call" in out
+
+
 def test_bench_score_times_a_saved_model_on_its_own_catalogue(tmp_path, capsys):
     import json
 

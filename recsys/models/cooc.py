@@ -72,22 +72,34 @@ class CooccurrenceModel:
         return self
 
     def _history_matrix(self, histories: list[np.ndarray]) -> sp.csr_matrix:
-        rows, cols, vals = [], [], []
-        for r, h in enumerate(histories):
-            tail = np.asarray(h[-self.history_len :], dtype=np.int64)
-            tail = tail[tail < self.sim.shape[0]]  # items newer than the model have no row yet
-            rows.append(np.full(len(tail), r))
-            cols.append(tail)
-            vals.append(self.history_decay ** np.arange(len(tail))[::-1])
-        cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
-        return sp.csr_matrix(
-            (cat(vals, np.float32), (cat(rows, np.int64), cat(cols, np.int64))),
-            shape=(len(histories), self.sim.shape[0]),
-        )
+        tails = [np.asarray(h[-self.history_len :]) for h in histories]
+        lens = np.fromiter((len(t) for t in tails), dtype=np.int64, count=len(tails))
+        cols = np.concatenate(tails).astype(np.int64) if len(tails) else np.zeros(0, np.int64)
+        rows = np.repeat(np.arange(len(tails), dtype=np.int64), lens)
+        keep = cols < self.sim.shape[0]  # items newer than the model have no row yet
+        rows, cols = rows[keep], cols[keep]
+        # Steps back from each history's last kept item: weight history_decay ** steps.
+        kept = np.bincount(rows, minlength=len(tails))
+        ends = np.cumsum(kept)
+        back = ends[rows] - 1 - np.arange(len(rows))
+        vals = (self.history_decay ** back).astype(np.float32)
+        return sp.csr_matrix((vals, (rows, cols)), shape=(len(histories), self.sim.shape[0]))
+
+    def cooccurrence(self, histories: list[np.ndarray]) -> sp.csr_matrix:
+        """(B, n_items) float32 co-occurrence part of `score`, each row scaled to a maximum of 1.
+        Sparse: a row holds at most history_len x neighbours entries, a catalogue row far more."""
+        # A sparse product holds no duplicate entries (its indices may be unsorted: no matter here).
+        s = (self._history_matrix(histories) @ self.sim).tocsr().astype(np.float32, copy=False)
+        nonempty = np.flatnonzero(np.diff(s.indptr))
+        top = np.zeros(s.shape[0], dtype=np.float32)
+        if len(nonempty):
+            top[nonempty] = np.maximum.reduceat(s.data, s.indptr[nonempty])
+        # A dense row's max also sees its zeros; max(., 1e-12) makes that the same divisor.
+        s.data /= np.repeat(np.maximum(top, 1e-12), np.diff(s.indptr))
+        return s
 
     def score(self, histories: list[np.ndarray]) -> np.ndarray:
-        scores = np.asarray((self._history_matrix(histories) @ self.sim).todense(), dtype=np.float32)
-        scores /= np.maximum(scores.max(axis=1, keepdims=True), 1e-12)
+        scores = np.asarray(self.cooccurrence(histories).todense(), dtype=np.float32)
         prior = np.log1p(self.recent) / max(np.log1p(self.recent.max(initial=0.0)), 1e-9)
         return (1.0 - self.popularity_prior) * scores + self.popularity_prior * prior
 

@@ -25,6 +25,7 @@ vector decides where it ranks and cold start through text keeps working.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,33 @@ from recsys.models.cooc import CooccurrenceModel
 EPS = 1e-6
 
 
+@dataclass
+class MemoryLog:
+    """m(i | history) of the module docstring for a block of histories, kept sparse.
+
+    A row where the memory has evidence is log(EPS) (`floor`) for a known item it gives no mass,
+    `log_p` at the few items it does (each history's neighbours: a small share of the catalogue)
+    and `typical` for an item it never saw; a row without evidence is all zero. `dense()` is the
+    (B, width) matrix; the served score adds the parts straight into its own buffer instead.
+    """
+
+    rows: np.ndarray  # (n,) int64, the entries with p > 0 in known items
+    cols: np.ndarray  # (n,) int64
+    log_p: np.ndarray  # (n,) float32 log(p + EPS)
+    typical: np.ndarray  # (B,) float32 E_{j ~ p_mem} log p_mem(j)
+    evidence: np.ndarray  # (B,) bool: the memory gives this history any mass
+    known: np.ndarray  # (width,) bool: items with interactions in the memory's log
+    cells: np.ndarray  # (n,) int64 rows * width + cols: the entries' places in the flat matrix
+    floor: np.float32 = np.log(np.zeros(1, np.float32) + EPS, dtype=np.float32)[0]  # as log(p + EPS) at p = 0
+
+    def dense(self) -> np.ndarray:
+        out = np.full((len(self.evidence), len(self.known)), self.floor, dtype=np.float32)
+        out.reshape(-1)[self.cells] = self.log_p
+        out[:, ~self.known] = self.typical[:, None]
+        out[~self.evidence] = 0.0
+        return out
+
+
 class ItemMemory:
     def __init__(self, knn: CooccurrenceModel):
         self.knn = knn
@@ -46,27 +74,54 @@ class ItemMemory:
         # Popularity is already in the network's softmax: the memory holds co-occurrence only.
         return cls(CooccurrenceModel(popularity_prior=0.0).fit(data))
 
+    def _sparse_distribution(self, histories: list[np.ndarray], width: int, scratch: np.ndarray | None = None):
+        """(rows, cols, p) of the entries with p > 0, each row's total mass (B,) before
+        normalising, and the (B, width) zeros the totals were summed on (`scratch`, when given
+        with room and all zero, is used and left so). Items beyond the memory's catalogue (newer
+        than its log) get zero."""
+        s = self.knn.cooccurrence(histories)
+        n = len(histories)
+        rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(s.indptr))
+        cols = s.indices.astype(np.int64)
+        keep = (s.data > 0) & (cols < width)
+        rows, cols, mass = rows[keep], cols[keep], s.data[keep]
+        # Row sums over the dense rows, as numpy sums a (B, width) matrix: summing the entries
+        # alone in another order moves a total by a rounding, and with it near-tied lists.
+        dense = scratch[:n] if scratch is not None and scratch.shape[0] >= n else np.zeros((n, width), np.float32)
+        cells = dense.reshape(-1)
+        at = rows * width + cols
+        cells[at] = mass
+        total = dense.sum(axis=1)
+        cells[at] = 0.0
+        return rows, cols, at, mass / total[rows], total, dense
+
     def distribution(self, histories: list[np.ndarray], width: int) -> np.ndarray:
         """(B, width) float32: each row sums to one, or is all zero where the memory knows nothing.
         Items beyond the memory's catalogue (newer than its log) get zero."""
-        s = np.clip(self.knn.score(histories), 0.0, None)[:, :width]
-        if s.shape[1] < width:
-            s = np.pad(s, ((0, 0), (0, width - s.shape[1])))
-        total = s.sum(axis=1, keepdims=True)
-        return np.divide(s, total, out=np.zeros_like(s), where=total > 0)
+        _, _, at, p, _, out = self._sparse_distribution(histories, width)
+        out.reshape(-1)[at] = p
+        return out
+
+    def sparse_log(self, histories: list[np.ndarray], width: int, scratch: np.ndarray | None = None) -> MemoryLog:
+        """m(i | history) of the module docstring for (B,) histories over `width` items, sparse.
+        `scratch`: (>= B, width) float32 zeros to sum rows on, reused across blocks."""
+        rows, cols, at, p, total, dense = self._sparse_distribution(histories, width, scratch)
+        log_p = np.log(p + EPS, dtype=np.float32)
+        # E_{j ~ p_mem} log p_mem(j), summed as the dense product's rows (p = 0 adds 0).
+        cells = dense.reshape(-1)
+        cells[at] = p * log_p
+        typical = dense.sum(axis=1)
+        cells[at] = 0.0
+        known = np.zeros(width, dtype=bool)
+        m = min(width, len(self.knn.pop))
+        known[:m] = self.knn.pop[:m] > 0
+        keep = known[cols]  # an item never seen scores as typical, whatever its mass
+        return MemoryLog(rows[keep], cols[keep], log_p[keep], typical, total > 0, known, at[keep])
 
     def log_scores(self, histories: list[np.ndarray], width: int) -> np.ndarray:
         """(B, width) float32 m(i | history) of the module docstring; a row is all zero where the
         memory has no evidence for that history (a constant: the network's order stands)."""
-        p = self.distribution(histories, width)
-        out = np.log(p + EPS, dtype=np.float32)
-        known = np.zeros(width, dtype=bool)
-        n = min(width, len(self.knn.pop))
-        known[:n] = self.knn.pop[:n] > 0
-        typical = (p * out).sum(axis=1, keepdims=True)  # E_{j ~ p_mem} log p_mem(j)
-        out[:, ~known] = np.broadcast_to(typical, (len(out), int((~known).sum())))
-        out[p.sum(axis=1) == 0] = 0.0
-        return out
+        return self.sparse_log(histories, width).dense()
 
     def mix(self, scores: np.ndarray, histories: list[np.ndarray], weight: float) -> np.ndarray:
         """Network scores (B, I), taken as logits -> (B, I) combined log-scores."""
