@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     history_days: int = Field(60, ge=2)
     # The last day up to ds is held out for evaluation (the nightly temporal protocol).
     holdout_days: int = Field(1, ge=1)
+    # The days before those are the validation window: early stopping and the served blend's
+    # weights are chosen on it. Wider than the test window because one day holds few buyers,
+    # and a weight chosen on a few dozen purchases follows their noise (docs/MODEL.md, "Search").
+    valid_days: int = Field(3, ge=1)
     # A model sees at most this many past interactions per user (SASRec/S3-Rec use 50).
     max_seq_len: int = Field(50, ge=2, le=1024)
 

@@ -115,17 +115,19 @@ def attach_items(events: DataFrame, item_map: DataFrame, catalogue: DataFrame) -
     return events.join(F.broadcast(keys), ITEM_ID, "inner")
 
 
-def split_events(events: DataFrame, ds: dt.date, holdout_days: int, mode: str = "temporal") -> DataFrame:
+def split_events(
+    events: DataFrame, ds: dt.date, holdout_days: int, mode: str = "temporal", valid_days: int | None = None
+) -> DataFrame:
     """Events (with item_idx) + `split`.
 
-    temporal: 'test' = the last `holdout_days` days up to ds, 'valid' = the `holdout_days`
-    days before those, 'train' = older.
+    temporal: 'test' = the last `holdout_days` days up to ds, 'valid' = the `valid_days`
+    (default `holdout_days`) days before those, 'train' = older.
     loo: per user, the last interaction is 'test', the one before 'valid', the rest 'train';
     users with fewer than 3 interactions are all 'train'.
     """
     if mode == "temporal":
         test_from = _midnight(ds - dt.timedelta(days=holdout_days - 1))
-        valid_from = _midnight(ds - dt.timedelta(days=2 * holdout_days - 1))
+        valid_from = _midnight(ds - dt.timedelta(days=holdout_days + (valid_days or holdout_days) - 1))
         split = F.when(F.col(TS) >= test_from, "test").when(F.col(TS) >= valid_from, "valid").otherwise("train")
     elif mode == "loo":
         user = Window.partitionBy(USER_ID)
@@ -295,7 +297,7 @@ def run_features(
             io.n_files(n_items),
         )
         # Each user in one file, in time order: deterministic and cheap for loaders to walk.
-        events_out = split_events(ev, ds, settings.holdout_days, split_mode)
+        events_out = split_events(ev, ds, settings.holdout_days, split_mode, settings.valid_days)
         io.write_parquet(events_out, paths["events"], files, sort_by=[USER_ID, TS, type_rank(), ITEM_ID])
         io.write_parquet(build_sequences(ev, settings.max_seq_len), paths["sequences"], files)
         io.write_parquet(build_item_stats(ev, item_map, catalogue, ds), paths["item_stats"], io.n_files(n_items))
@@ -318,7 +320,7 @@ def run_features(
             "days_with_events": len(days),
             "days_missing": [d.isoformat() for d in window if d not in present],
         },
-        "settings": {k: getattr(settings, k) for k in ("history_days", "holdout_days", "max_seq_len")},
+        "settings": {k: getattr(settings, k) for k in ("history_days", "holdout_days", "valid_days", "max_seq_len")},
         "outputs": {name: {"path": io.location(p), "rows": rows[name]} for name, p in paths.items()},
         "splits": splits,
         "item_map": {

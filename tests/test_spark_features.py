@@ -96,6 +96,13 @@ def test_temporal_split_by_whole_days_up_to_ds(spark):
     ]
 
 
+def test_validation_window_has_its_own_length(spark):
+    days = [27, 26, 25, 24, 23]
+    events = spark.createDataFrame([ev("u1", "a", "view", ts(d)) for d in days], EVENTS_T)
+    got = {as_utc(r.ts).day: r.split for r in split_events(events, DS, holdout_days=1, valid_days=3).collect()}
+    assert got == {27: "test", 26: "valid", 25: "valid", 24: "valid", 23: "train"}
+
+
 def test_split_keeps_the_event_columns(spark):
     events = spark.createDataFrame([ev("u1", "a", "rating", ts(27), 4.5, idx=7)], EVENTS_T)
     out = split_events(events, DS, holdout_days=1)

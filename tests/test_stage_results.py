@@ -54,7 +54,7 @@ RESULTS = {
     "features": {
         "ds": "2026-11-27", "split_mode": "temporal",
         "window": {"start": "2026-09-29", "end": "2026-11-27", "days_with_events": 12, "days_missing": ["2026-09-29"]},
-        "settings": {"history_days": 60, "holdout_days": 1, "max_seq_len": 50},
+        "settings": {"history_days": 60, "holdout_days": 1, "valid_days": 3, "max_seq_len": 50},
         "outputs": {"events": {"path": "lake/features/ds=2026-11-27/events", "rows": 3391},
                     "sequences": {"path": "lake/features/ds=2026-11-27/sequences", "rows": 117}},
         "splits": {"train": 2789, "valid": 296, "test": 306},

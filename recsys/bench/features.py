@@ -126,7 +126,7 @@ def worker_spark_sequences(lake_root: Path, ds: dt.date, out: Path) -> dict:
     # same scan, join, split and sorted write), so the JVM is as warm as the job's.
     t0 = time.perf_counter()
     order = [USER_ID, TS, type_rank(), ITEM_ID]
-    warm_up = split_events(inputs(), ds, settings.holdout_days)
+    warm_up = split_events(inputs(), ds, settings.holdout_days, valid_days=settings.valid_days)
     io.write_parquet(warm_up, out.parent / "warm-up", io.n_files(n_events), order)
     startup += time.perf_counter() - t0
 

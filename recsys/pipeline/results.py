@@ -165,6 +165,8 @@ class FeatureWindow(Contract):
 class FeatureSettings(Contract):
     history_days: int
     holdout_days: int
+    # Absent from manifests written before the validation window had its own length.
+    valid_days: int | None = None
     max_seq_len: int
 
 
