@@ -72,7 +72,7 @@ def prepare(fmt: str, path: Path, protocol: str, settings: Settings, work: Path)
     # Public logs span years: the history window must cover all of them.
     span = (ds - dt.date.fromisoformat(str(summary["start_date"]))).days + 1
     # Public logs are bursty day to day; the volume alarm is for nightly feeds, not for them.
-    local = settings.model_copy(update={"lake_root": lake_root, "history_days": max(span, 2), "max_volume_drop": 1.0})
+    local = settings.model_copy(update={"lake_root": lake_root, "history_days": max(span, 2), "max_volume_drop": 1.0, "max_volume_rise": 0.0})
     log.info("stage validate")
     stages.validate(ds, local)
     log.info("stage features (%s split)", protocol)

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     max_bad_row_share: float = Field(0.05, ge=0.0, le=1.0)
     # Day-over-day drop in event volume above which the input is treated as broken.
     max_volume_drop: float = Field(0.9, ge=0.0, le=1.0)
+    # Day-over-day rise (times the previous day's volume) above which the input is treated as
+    # broken, 0 for no limit: a busy day passes (a 10x sale day trains within its budgets),
+    # a month exported twice into one day does not.
+    max_volume_rise: float = Field(20.0, ge=0.0)
 
     # --- item text ---
     # Any Hugging Face model name or local path works; the default needs no network.
@@ -149,6 +153,13 @@ class Settings(BaseSettings):
     def _lake_root_is_a_folder_or_bucket(cls, v: Any) -> Path | str:
         url = lake_url(v)
         return Path(v) if url is None else url
+
+    @field_validator("max_volume_rise")
+    @classmethod
+    def _rise_is_a_multiple(cls, v: float) -> float:
+        if 0 < v < 1:
+            raise ValueError("must be 0 (no limit) or at least 1: it multiplies the previous day's volume")
+        return v
 
     @field_validator("s3_endpoint")
     @classmethod

@@ -22,7 +22,8 @@ duplicate_item (one row per item_id and partition is kept).
 A file whose columns are missing or of another type stops the run (InputError naming the
 file and column): its rows cannot be judged. So does a bad-row share of day ds above
 `max_bad_row_share`, or a drop of ds's clean volume vs the previous validated day above
-`max_volume_drop`; then nothing is written to `validated/` (the quarantine and report are).
+`max_volume_drop`, or a rise above `max_volume_rise` times it (a replayed or duplicated export,
+not a busy day); then nothing is written to `validated/` (the quarantine and report are).
 """
 
 from __future__ import annotations
@@ -204,6 +205,20 @@ def volume_drop_message(
     )
 
 
+def volume_rise_message(
+    partition: str, today: int, prev_day: dt.date | None, prev: int | None, limit: float
+) -> str | None:
+    """The failure message when today's clean volume is more than `limit` times the previous
+    day's (0: no limit). A sale or a launch multiplies a day by a few; a month of events
+    exported again into one day multiplies it by the days of that month."""
+    if prev_day is None or not prev or limit <= 0 or today <= limit * prev:
+        return None
+    return (
+        f"{partition}: {today:,} clean events vs {prev:,} on {prev_day.isoformat()} "
+        f"({today / prev:.1f}x) > max_volume_rise {limit:g}x"
+    )
+
+
 # --- the job (I/O) -------------------------------------------------------------------------
 
 
@@ -316,6 +331,7 @@ def _finish(spark, lake, ds, settings, days, already, gaps, event_files, item_da
         failure = f"{partition}: no event rows for the run date"
     failure = failure or bad_share_message(partition, ds_files, settings.max_bad_row_share)
     failure = failure or volume_drop_message(partition, today["rows_clean"], prev_day, prev, settings.max_volume_drop)
+    failure = failure or volume_rise_message(partition, today["rows_clean"], prev_day, prev, settings.max_volume_rise)
 
     quarantine = lake.quarantine(ds)
     bad_cols = [*io.EVENTS.names, REASON, SOURCE_FILE]
@@ -355,7 +371,11 @@ def _finish(spark, lake, ds, settings, days, already, gaps, event_files, item_da
             "partitions": [d.isoformat() for d in item_days],
             **{k: it[k] for k in ("rows_in", "rows_clean", "rows_quarantined", "reasons", "files")},
         },
-        "thresholds": {"max_bad_row_share": settings.max_bad_row_share, "max_volume_drop": settings.max_volume_drop},
+        "thresholds": {
+            "max_bad_row_share": settings.max_bad_row_share,
+            "max_volume_drop": settings.max_volume_drop,
+            "max_volume_rise": settings.max_volume_rise,
+        },
         "outputs": {
             "validated_events": [io.location(lake.validated_events_partition(d)) for d in days] if not failure else [],
             "validated_items": io.location(lake.validated_items(ds)) if not failure else None,

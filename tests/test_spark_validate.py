@@ -356,6 +356,26 @@ def test_volume_drop_over_threshold_fails(spark, lake_root):
     assert not lake.validated_events_partition(D).exists()
 
 
+def test_volume_rise_passes_a_busy_day_and_fails_a_replayed_export(spark, lake_root):
+    lake = Lake(lake_root)
+    prev, busy = D - dt.timedelta(days=2), D - dt.timedelta(days=1)
+    write_items(lake_root, prev, [item("i1")])
+    write_events(lake_root, prev, [("u1", "i1", "view", at(prev, "10:00"), None)])
+    run_validation(spark, lake, prev, settings(lake_root))
+    ten_times = [(f"u{k}", "i1", "view", at(busy, "10:00"), None) for k in range(10)]
+    write_events(lake_root, busy, ten_times)
+    run_validation(spark, lake, busy, settings(lake_root))  # the default limit is 20x
+    assert lake.validated_events_partition(busy).exists()
+    write_events(lake_root, D, [(f"u{k}", "i1", "view", at(D, "10:00"), None) for k in range(110)])
+    expected = f"raw/events/date={D}: 110 clean events vs 10 on {busy} (11.0x) > max_volume_rise 10x"
+    with pytest.raises(InputError) as err:
+        run_validation(spark, lake, D, settings(lake_root, max_volume_rise=10))
+    assert str(err.value) == expected
+    report = json.loads(lake.validation_report(D).read_text())
+    assert report["thresholds"]["max_volume_rise"] == 10 and report["error"] == expected
+    assert not lake.validated_events_partition(D).exists()
+
+
 def test_catch_up_gaps_and_idempotent_rerun(spark, lake_root):
     lake = Lake(lake_root)
     days = {k: D - dt.timedelta(days=k) for k in range(7)}

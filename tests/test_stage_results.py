@@ -46,7 +46,7 @@ RESULTS = {
                   "files": {"raw/items/date=2026-11-27/part-0.parquet": {"rows_in": 2, "rows_clean": 2,
                                                                          "rows_quarantined": 0, "reasons": {},
                                                                          "day": "2026-11-27"}}},
-        "thresholds": {"max_bad_row_share": 0.05, "max_volume_drop": 0.9},
+        "thresholds": {"max_bad_row_share": 0.05, "max_volume_drop": 0.9, "max_volume_rise": 20.0},
         "outputs": {"validated_events": ["lake/validated/events/date=2026-11-27"],
                     "validated_items": "lake/validated/items/ds=2026-11-27", "quarantine": "lake/quarantine/ds=2026-11-27"},
         "seconds": 18.15,

@@ -121,6 +121,8 @@ class CatalogueCheck(RowCounts):
 class ValidateThresholds(Contract):
     max_bad_row_share: float
     max_volume_drop: float
+    # Absent from reports written before the rise had a limit.
+    max_volume_rise: float | None = None
 
 
 class ValidateOutputs(Contract):
