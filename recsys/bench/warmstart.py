@@ -2,7 +2,7 @@
 
 One generated log covers `days + nights` days. Each of the last `nights` dates runs the stages
 validate, features and encode on a scratch lake (no Airflow, no PostgreSQL), then fits mtrl as
-the train stage does (early stopping on the validation day, one refit epoch over train +
+the train stage does (early stopping on the validation window, one refit epoch over train +
 validation) twice: from scratch, and warm from the previous night's warm model. Both are
 ranked on that night's test day. Night 1 has no champion: its scratch model starts the warm
 chain, so its warm figures are the scratch ones. The two fits alternate which goes first, and

@@ -19,8 +19,8 @@ The choice is coordinate ascent over small grids, and the prior's weight is chos
 history-length bucket on that bucket's users (joined by the next longer buckets' users while
 there are fewer than MIN_BUCKET_USERS). Each step keeps the smallest weight whose objective is
 within one paired standard error of the best one's (the one-standard-error rule of Breiman et
-al. 1984): one validation day holds few buyers, and a larger weight that wins by less than that
-noise chose the day, not the users (on the 6,000-user synthetic log the unruled choice served
+al. 1984): a validation window holds few buyers, and a larger weight that wins by less than that
+noise chose the window, not the users (on the 6,000-user synthetic log the unruled choice served
 purchases worse than the ranking head and memory alone).
 """
 
