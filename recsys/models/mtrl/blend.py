@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from recsys.evaluate.metrics import paired_difference
 from recsys.evaluate.protocol import EvalCases
-from recsys.models.mtrl.inference import encoded_blocks, last_states
+from recsys.models.mtrl.inference import encoded_blocks
 from recsys.models.mtrl.model import MTRLNet
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def network_parts(
     out: dict[str, list[np.ndarray]] = {}
     unused = frozenset(("ctr",) if "buy" in skip else ()) | (skip & {"q"})
     for _, items, btype, gap, length in encoded_blocks(net, histories, events, ts, default_type, block):
-        heads = last_states(net, items, btype, gap, length, table, unused)
+        heads = net.last_states(items, btype, gap, length, table, unused)
         parts = {"rank": torch.log_softmax(heads["rank"] @ table.T, dim=1)}  # (b, I)
         if "q" in heads and "q" not in skip:
             adv = heads["q"] @ table.T  # (b, I) A(s, a) up to the per-user V(s)

@@ -35,23 +35,6 @@ def encoded_blocks(net: MTRLNet, histories, events=None, ts=None, default_type: 
 
 
 @torch.no_grad()
-def last_states(
-    net: MTRLNet, items, btype, gap, length, table: torch.Tensor, skip: frozenset[str] = frozenset()
-) -> dict[str, torch.Tensor]:
-    """net.last_states with the item table passed in: it is the same for every block of a run,
-    and with a text tower computing it costs about as much as a block's scores. Heads named in
-    `skip` (q, ctr: the behaviour pair) are left out."""
-    h = net.encode(items, btype, gap, table)  # (B, T, D)
-    last = h[torch.arange(len(length), device=h.device), length - 1]  # (B, D)
-    out = {"rank": last}
-    if net.q_proj is not None and "q" not in skip:
-        out["q"] = net.q_proj(last)
-    if net.ctr is not None and "ctr" not in skip:
-        out["ctr"], out["cvr"] = net.ctr(last), net.cvr(last)
-    return out
-
-
-@torch.no_grad()
 def history_vectors(
     net: MTRLNet,
     histories: list[np.ndarray],
@@ -66,14 +49,8 @@ def history_vectors(
     net.eval()
     out = np.zeros((len(histories), cfg.d), np.float32)
     table = net.item_table()  # once for every block
-    skip = frozenset({"ctr"} | ({"q"} if cfg.score_head == "rank" else set()))
     for sl, items, btype, gap, length in encoded_blocks(net, histories, events, ts, default_type, block):
-        heads = last_states(net, items, btype, gap, length, table, skip)
-        # net.user_vectors' heads: rank h, q W_q h, blend h + blend_weight W_q h.
-        if cfg.score_head == "rank":
-            u = heads["rank"]
-        else:
-            u = heads["q"] if cfg.score_head == "q" else heads["rank"] + cfg.blend_weight * heads["q"]
+        u = net.user_vectors(items, btype, gap, length, cfg.score_head, cfg.blend_weight, table)
         out[sl] = u.float().cpu().numpy()
     net.train(was_training)
     return out

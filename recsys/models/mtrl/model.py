@@ -211,15 +211,19 @@ class MTRLNet(nn.Module):
         return v.clamp(float(self.q_range[0]), float(self.q_range[1]))
 
     @torch.no_grad()
-    def user_vectors(self, items: torch.Tensor, btype: torch.Tensor, gap: torch.Tensor, length: torch.Tensor, head: str = "rank", blend: float = 1.0) -> torch.Tensor:
+    def user_vectors(
+        self, items: torch.Tensor, btype: torch.Tensor, gap: torch.Tensor, length: torch.Tensor, head: str = "rank",
+        blend: float = 1.0, table: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """(B, T) histories + lengths (B,) -> (B, D) vectors u with scores u . E_i for every item.
 
         rank: u = h (the ranking logits); q: u = W_q h (the advantage A(s, .), which is Q(s, .)
         less the state value V(s)); blend: u = h + blend W_q h, i.e. logits + blend * A. Each
         differs from its textbook form (Q, log_softmax + blend * Q) by a per-user constant
-        only, so it ranks every user's items identically.
+        only, so it ranks every user's items identically. `table`: item_table(), when the
+        caller scores many blocks with the same one.
         """
-        h = self.encode(items, btype, gap)  # (B, T, D)
+        h = self.encode(items, btype, gap, table)  # (B, T, D)
         last = h[torch.arange(len(length), device=h.device), length - 1]  # (B, D)
         if head == "rank":
             return last
@@ -227,15 +231,21 @@ class MTRLNet(nn.Module):
         return q if head == "q" else last + blend * q
 
     @torch.no_grad()
-    def last_states(self, items: torch.Tensor, btype: torch.Tensor, gap: torch.Tensor, length: torch.Tensor) -> dict[str, torch.Tensor]:
+    def last_states(
+        self, items: torch.Tensor, btype: torch.Tensor, gap: torch.Tensor, length: torch.Tensor,
+        table: torch.Tensor | None = None, skip: frozenset[str] = frozenset(),
+    ) -> dict[str, torch.Tensor]:
         """(B, T) histories + lengths (B,) -> the last state's vector per head, each (B, D), with
-        scores u . E_a: `rank` (logits), `q` (advantage), `ctr` and `cvr` (ESMM logits)."""
-        h = self.encode(items, btype, gap)  # (B, T, D)
+        scores u . E_a: `rank` (logits), `q` (advantage), `ctr` and `cvr` (ESMM logits), less
+        the heads named in `skip` (q, ctr: the behaviour pair). `table`: item_table(), which
+        with a text tower costs about as much as a block's scores, so a scorer of many blocks
+        computes it once and passes it."""
+        h = self.encode(items, btype, gap, table)  # (B, T, D)
         last = h[torch.arange(len(length), device=h.device), length - 1]  # (B, D)
         out = {"rank": last}
-        if self.q_proj is not None:
+        if self.q_proj is not None and "q" not in skip:
             out["q"] = self.q_proj(last)
-        if self.ctr is not None:
+        if self.ctr is not None and "ctr" not in skip:
             out["ctr"], out["cvr"] = self.ctr(last), self.cvr(last)
         return out
 

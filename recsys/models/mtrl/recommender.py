@@ -30,7 +30,7 @@ from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, load_checkpoint, save_ch
 from recsys.models.mtrl.config import make_config, with_changes
 from recsys.models.mtrl.blend import Blend, bucket_of, choice_users, choose_blend, network_parts, popularity_log, target_gains
 from recsys.models.mtrl.memory import ItemMemory
-from recsys.models.mtrl.inference import encoded_blocks, history_vectors, item_vectors, last_states, score_histories
+from recsys.models.mtrl.inference import encoded_blocks, history_vectors, item_vectors, score_histories
 from recsys.models.mtrl.train import effective_config, train
 
 
@@ -293,7 +293,7 @@ class ServedScorer:
         was_training = net.training
         net.eval()
         for sl, items, btype, gap, length in encoded_blocks(net, histories, events, ts, self.default_type, STATE_BLOCK):
-            heads = last_states(net, items, btype, gap, length, self.table, self.skip)
+            heads = net.last_states(items, btype, gap, length, self.table, self.skip)
             rows = s[sl]
             if self.logits is None or self.logits.shape[0] < len(rows):
                 self.logits = torch.empty((len(rows), width), dtype=torch.float32, device=device)
