@@ -42,10 +42,11 @@ def test_training_is_deterministic_on_cpu_for_a_seed():
 def test_early_stopping_keeps_the_best_epoch(tmp_path):
     data = funnel_data(n_users=60)
     cases = chain_cases(data.n_items)
-    cfg = make_config("full", max_epochs=40, patience=2, **{**SMALL, "d": 32})
+    cfg = make_config("full", max_epochs=40, patience=2, min_epochs=6, **{**SMALL, "d": 32})
     art = train(cfg, data, cases, out_dir=tmp_path, progress=False)
     hist = art.meta["history"]
-    assert art.meta["epochs_run"] < 40  # stopped early
+    # Patience counts from the best epoch, but never ends a run before min_epochs.
+    assert art.meta["epochs_run"] == max(6, art.meta["epoch"] + 2) < 40
     best = max(h["ndcg@10"] for h in hist)
     assert art.meta["best_ndcg10"] == best and hist[art.meta["epoch"] - 1]["ndcg@10"] == best
     assert all(h["ndcg@10"] <= best for h in hist[art.meta["epoch"] :])
@@ -132,13 +133,31 @@ def test_refit_learns_the_interactions_early_stopping_held_out():
     assert "refit" not in without.meta and without.net.has_id[10:].tolist() == [0.0, 0.0]
 
 
-def test_a_time_budget_stops_training_after_the_epoch_that_would_overrun_it():
+def test_a_time_budget_stops_training_at_the_step_that_leaves_the_refit_its_time():
     data = funnel_data(n_users=60)
-    cfg = make_config(max_len=6, d=16, max_epochs=30, patience=30, budget_seconds=1e-6)
+    cfg = make_config(max_len=6, d=16, batch_size=8, max_epochs=30, patience=30, budget_seconds=1e-6)
     valid = EvalCases(np.arange(12), [np.array([(s + j) % 12 for j in range(3)]) for s in range(12)],
                       [np.array([(s + 3) % 12]) for s in range(12)], [np.arange(0)] * 12)  # fmt: skip
     art = train(cfg, data, valid, progress=False)
-    assert len(art.meta["history"]) == 1 and art.meta["budget_stop"] == {"epoch": 1, "budget_seconds": 1e-6}
+    # One step measures the pace; a budget already spent then ends the run inside its first
+    # epoch, and that epoch is still evaluated and kept.
+    stop = art.meta["budget_stop"]
+    assert (stop["epoch"], stop["step"], stop["budget_seconds"]) == (1, 1, 1e-6) and 0 < stop["epoch_share"] < 1
+    assert len(art.meta["history"]) == 1 and art.meta["step"] == 1 and "ndcg@10" in art.meta["history"][0]
     assert any("budget" in n for n in art.meta["notes"])
-    unbounded = train(make_config(max_len=6, d=16, max_epochs=3, patience=30), data, valid, progress=False)
+    unbounded = train(make_config(max_len=6, d=16, batch_size=8, max_epochs=3, patience=30), data, valid, progress=False)
     assert len(unbounded.meta["history"]) == 3 and "budget_stop" not in unbounded.meta
+    assert unbounded.meta["history"][0]["step"] > 1
+
+
+def test_the_refit_gets_what_the_budget_left_and_none_when_it_is_spent():
+    full = funnel_data(n_users=40, n_items=12, seed=2)
+    train_only = full.select(~np.isin(full.item, [10, 11]))
+    spent = build_model("mtrl", preset="no_text", max_epochs=2, budget_seconds=1e-6, **SMALL)
+    spent.fit(train_only, chain_cases(10), refit_data=full)
+    assert "refit" not in spent.meta and any(n.startswith("no refit") for n in spent.meta["notes"])
+    roomy = build_model("mtrl", preset="no_text", max_epochs=2, budget_seconds=3600, **SMALL)
+    roomy.fit(train_only, chain_cases(10), refit_data=full)
+    assert roomy.meta["refit"]["epochs"] == 1 and "budget_stop" not in roomy.meta["refit"]
+
+

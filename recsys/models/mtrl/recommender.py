@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,7 @@ class MTRLModel:
         """Train on `train_data`, stopping early on `valid`; then, when `refit_data` (train plus
         the validation interactions) is given, `refit_epochs` more epochs over it, so the model
         also learns from the data early stopping held out."""
+        t_fit = time.perf_counter()
         text = self._read_text()
         init = load_checkpoint(Path(self.init_from) / WEIGHTS_FILE) if self.init_from else None
         art = train(self.cfg, train_data, valid, text=text, init=init, out_dir=out_dir)
@@ -84,14 +86,20 @@ class MTRLModel:
             self.prior = popularity_log(prior_counts(train_data, self.cfg.prior_days, self.net.n_items))
         # Before the refit: the weights are chosen on `valid`, which the refit then learns from.
         self._choose_blend(valid)
-        if refit_data is not None and self.cfg.refit_epochs > 0:
-            more = with_changes(self.net.cfg, max_epochs=self.cfg.refit_epochs, max_steps=0)
+        # The refit trains in what the budget has left (train() stopped early enough for it).
+        left = self.cfg.budget_seconds - (time.perf_counter() - t_fit) if self.cfg.budget_seconds > 0 else 0.0
+        if refit_data is not None and self.cfg.refit_epochs > 0 and self.cfg.budget_seconds > 0 and left <= 0:
+            self.meta["notes"].append(f"no refit: the {self.cfg.budget_seconds:g} s budget is spent")
+        elif refit_data is not None and self.cfg.refit_epochs > 0:
+            more = with_changes(self.net.cfg, max_epochs=self.cfg.refit_epochs, max_steps=0, refit_epochs=0, budget_seconds=left)
             # Every window, not a warm start's share. self.meta keeps the early-stopped run's
             # data_end_us: a day seen in one refit epoch only is still new to the next warm start.
             refit = train(more, refit_data, None, text=text, init=(self.net, self.meta), progress=False, fine_tune=False)
             self.net = refit.net
             self.meta["refit"] = {"epochs": self.cfg.refit_epochs, "interactions": int(len(refit_data.item)),
                                   "seconds": refit.meta.get("seconds")}  # fmt: skip
+            if "budget_stop" in refit.meta:
+                self.meta["refit"]["budget_stop"] = refit.meta["budget_stop"]
         if refit_data is not None:
             # The memory and the prior count the refit log too, keeping their weights.
             if self.memory is not None:

@@ -232,6 +232,8 @@ def train(
     }
     best, best_state, bad, step, epoch = -1.0, None, 0, 0, 0
     curve: list[tuple[int, torch.Tensor]] = []  # (step, total loss) every 10 steps
+    refit_scale = len(win) / max(len(pool), 1)  # the refit passes over every window
+    eval_seconds, spent = 0.0, False
     for epoch in range(1, max_epochs + 1):
         t0 = time.perf_counter()
         # the same global batches on every rank (shared rng); each rank takes its share
@@ -240,7 +242,7 @@ def train(
         sums: dict[str, torch.Tensor] = {}  # on the device: no host sync per step
         net.train()
         bar = tqdm(batches, desc=f"mtrl epoch {epoch}", disable=not progress or rank != 0 or not sys.stderr.isatty(), leave=False, unit="batch")
-        for idx in bar:
+        for done, idx in enumerate(bar, 1):
             # schedule
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
@@ -268,6 +270,15 @@ def train(
                 bar.set_postfix(loss=f"{loss.item():.3f}")
             if step == cfg.max_steps:
                 break
+            # budget: stop at the step that leaves just the time for an evaluation and the refit
+            if cfg.budget_seconds > 0 and (world == 1 or step % 10 == 0):
+                spent = _budget_spent(cfg, t_start, t0, done, len(batches), refit_scale, eval_seconds, rank, world, device)
+                if spent:
+                    meta["budget_stop"] = {"epoch": epoch, "step": step, "epoch_share": round(done / len(batches), 3),
+                                           "budget_seconds": cfg.budget_seconds}  # fmt: skip
+                    notes.append(f"stopped at step {step}, {done / len(batches):.0%} into epoch {epoch}: "
+                                 f"the rest of the {cfg.budget_seconds:g} s budget is the refit's")  # fmt: skip
+                    break
         seconds = time.perf_counter() - t0
         n_batches = max(len(batches), 1)
         n_seq = sum(len(b) for b in batches) * world
@@ -277,11 +288,13 @@ def train(
             row["weights"] = net.task_weights.weights()
 
         # eval (rank 0) and early stopping, decided together on every rank
-        stop = epoch == max_epochs or step == cfg.max_steps
+        stop = epoch == max_epochs or step == cfg.max_steps or spent
         if eval_cases is not None:
             score = torch.zeros(2, device=device)
             if rank == 0:
+                t_eval = time.perf_counter()
                 row.update({k: round(v, 5) for k, v in evaluate(net, eval_cases, default_type).items()})
+                eval_seconds = time.perf_counter() - t_eval
                 improved = row["ndcg@10"] > best
                 if improved:
                     best, bad, best_state = row["ndcg@10"], 0, _cpu_state(net)
@@ -292,15 +305,10 @@ def train(
                 else:
                     bad += 1
                 row["best_ndcg@10"] = best
-                score[:] = torch.tensor([row["ndcg@10"], float(bad >= cfg.patience or _over_budget(cfg, t_start, seconds, len(win) / max(len(pool), 1)))])
+                score[:] = torch.tensor([row["ndcg@10"], float(bad >= cfg.patience and epoch >= cfg.min_epochs)])
             if world > 1:
                 dist.broadcast(score, 0)
             stop = stop or bool(score[1])
-        else:
-            stop = stop or _over_budget(cfg, t_start, seconds, len(win) / max(len(pool), 1))
-        if stop and _over_budget(cfg, t_start, seconds, len(win) / max(len(pool), 1)) and epoch < max_epochs:
-            meta["budget_stop"] = {"epoch": epoch, "budget_seconds": cfg.budget_seconds}
-            notes.append(f"stopped at epoch {epoch}: another epoch and the refit would pass the {cfg.budget_seconds:g} s budget")
         meta["history"].append(row)
         if rank == 0:
             log.info("mtrl %s", " ".join(f"{k}={v}" for k, v in row.items()))
@@ -328,14 +336,26 @@ def train(
     return Artifact(net.cpu().eval(), cfg, meta)
 
 
-def _over_budget(cfg: MTRLConfig, t_start: float, epoch_seconds: float, refit_scale: float = 1.0) -> bool:
-    """Whether one more epoch, and the refit epochs after early stopping, would end past the
-    time budget (0 = none); epochs are about equally long, so the last one is the estimate,
-    scaled by `refit_scale` for the refit (a warm start's epochs cover only part of the windows
-    the refit passes over)."""
-    if cfg.budget_seconds <= 0:
-        return False
-    return time.perf_counter() - t_start + epoch_seconds * (1 + cfg.refit_epochs * refit_scale) > cfg.budget_seconds
+# The refit after early stopping gets at most this share of the budget: where one epoch is longer
+# than the budget (10M events on a CPU), training still gets most of it and the refit a part of
+# an epoch, rather than the refit's estimate leaving nothing for training.
+REFIT_BUDGET_SHARE = 1 / 3
+
+
+def _budget_spent(
+    cfg: MTRLConfig, t_start: float, t_epoch: float, done: int, n_batches: int, refit_scale: float,
+    eval_seconds: float, rank: int, world: int, device: torch.device,
+) -> bool:
+    """Whether training must stop now to leave time for the epoch's evaluation and the refit
+    (`refit_epochs` passes over every window, at this epoch's pace, capped at
+    REFIT_BUDGET_SHARE of the budget) inside `cfg.budget_seconds`. Rank 0 decides for all."""
+    now = time.perf_counter()
+    epoch_estimate = (now - t_epoch) / done * n_batches
+    refit = min(epoch_estimate * cfg.refit_epochs * refit_scale, REFIT_BUDGET_SHARE * cfg.budget_seconds)
+    flag = torch.tensor([float(now - t_start + eval_seconds + refit > cfg.budget_seconds)], device=device)
+    if world > 1:
+        dist.broadcast(flag, 0)
+    return bool(flag[0])
 
 
 def _cpu_state(net: MTRLNet) -> dict:
