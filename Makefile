@@ -27,13 +27,16 @@ demo: $(STAMP)
 	$(BIN)/recsys demo
 
 # The browser test needs Chromium: installed here when missing, so `make test` is the one step.
+# Two workers, a test file each at a time: much of the suite waits on servers and JVMs starting
+# (the backfill test alone runs Airflow for minutes), so two files overlap even on two cores.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
 	bash scripts/ensure_chromium.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 # Everything but the slow end-to-end tests, for a quick edit loop.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
 
 lock: $(STAMP)
 	{ echo "# Pinned install set (pip freeze of a working environment). Regenerate: make lock"; \
