@@ -28,15 +28,16 @@ demo: $(STAMP)
 
 # The browser test needs Chromium: installed here when missing, so `make test` is the one step.
 # Two workers, a test file each at a time: much of the suite waits on servers and JVMs starting
-# (the backfill test alone runs Airflow for minutes), so two files overlap even on two cores.
+# (the backfill test alone runs Airflow for minutes, and goes first: tests/conftest.py), so two
+# files overlap even on two cores.
 PYTEST_WORKERS ?= 2
 test: $(STAMP)
 	bash scripts/ensure_chromium.sh
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Everything but the slow end-to-end tests, for a quick edit loop.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 lock: $(STAMP)
 	{ echo "# Pinned install set (pip freeze of a working environment). Regenerate: make lock"; \
