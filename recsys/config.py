@@ -119,9 +119,10 @@ class Settings(BaseSettings):
     # of the training time at 0.99x the NDCG@10 (docs/BENCHMARKS.md, warm start). Off retrains
     # from scratch.
     warm_start: bool = True
-    # mtrl only: minutes the train stage's training loop may take (early stopping usually ends
-    # sooner). An hour keeps a large night on a CPU inside a nightly window with room for the
-    # other stages; 0 = no limit.
+    # mtrl only: minutes the train stage's training loop may take, refit included (early
+    # stopping usually ends sooner); it holds inside an epoch. With an hour, a first night of
+    # 10M events on 2 CPU cores takes about 72 minutes; with 20, 31.5 (docs/BENCHMARKS.md).
+    # 0 = no limit.
     train_budget_minutes: float = Field(60.0, ge=0.0)
     # mtrl only: training processes (PyTorch DDP under torchrun, started by the train stage);
     # 0 = one per visible GPU on a GPU worker, one process on a CPU. The result is the same model
