@@ -227,7 +227,8 @@ def train(ds, settings: Settings | None = None) -> TrainResult:
         if settings.model_epochs:
             params["max_epochs"] = settings.model_epochs
         if settings.train_budget_minutes:
-            params["budget_seconds"] = settings.train_budget_minutes * 60
+            # The stage's budget: reading tonight's features (tens of seconds at 10M events) counts.
+            params["budget_seconds"] = round(max(settings.train_budget_minutes * 60 - (time.perf_counter() - t0), 1.0), 1)
         warm = _champion_path(settings, lake, day) if settings.warm_start else None
         if warm:
             params["init_from"] = warm
