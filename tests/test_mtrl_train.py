@@ -159,5 +159,3 @@ def test_the_refit_gets_what_the_budget_left_and_none_when_it_is_spent():
     roomy = build_model("mtrl", preset="no_text", max_epochs=2, budget_seconds=3600, **SMALL)
     roomy.fit(train_only, chain_cases(10), refit_data=full)
     assert roomy.meta["refit"]["epochs"] == 1 and "budget_stop" not in roomy.meta["refit"]
-
-

@@ -86,10 +86,12 @@ class MTRLModel:
             self.prior = popularity_log(prior_counts(train_data, self.cfg.prior_days, self.net.n_items))
         # Before the refit: the weights are chosen on `valid`, which the refit then learns from.
         self._choose_blend(valid)
-        # The refit trains in what the budget has left (train() stopped early enough for it).
-        left = self.cfg.budget_seconds - (time.perf_counter() - t_fit) if self.cfg.budget_seconds > 0 else 0.0
-        if refit_data is not None and self.cfg.refit_epochs > 0 and self.cfg.budget_seconds > 0 and left <= 0:
-            self.meta["notes"].append(f"no refit: the {self.cfg.budget_seconds:g} s budget is spent")
+        # The refit trains in what the budget has left (train() stopped early enough for it);
+        # without a budget, `left` stays 0, which is no limit.
+        budget = self.cfg.budget_seconds
+        left = budget - (time.perf_counter() - t_fit) if budget > 0 else 0.0
+        if refit_data is not None and self.cfg.refit_epochs > 0 and budget > 0 and left <= 0:
+            self.meta["notes"].append(f"no refit: the {budget:g} s budget is spent")
         elif refit_data is not None and self.cfg.refit_epochs > 0:
             more = with_changes(self.net.cfg, max_epochs=self.cfg.refit_epochs, max_steps=0, refit_epochs=0, budget_seconds=left)
             # Every window, not a warm start's share. self.meta keeps the early-stopped run's

@@ -272,7 +272,7 @@ def train(
                 break
             # budget: stop at the step that leaves just the time for an evaluation and the refit
             if cfg.budget_seconds > 0 and (world == 1 or step % 10 == 0):
-                spent = _budget_spent(cfg, t_start, t0, done, len(batches), refit_scale, eval_seconds, rank, world, device)
+                spent = _budget_spent(cfg, t_start, t0, done, len(batches), refit_scale, eval_seconds, world, device)
                 if spent:
                     meta["budget_stop"] = {"epoch": epoch, "step": step, "epoch_share": round(done / len(batches), 3),
                                            "budget_seconds": cfg.budget_seconds}  # fmt: skip
@@ -344,7 +344,7 @@ REFIT_BUDGET_SHARE = 1 / 3
 
 def _budget_spent(
     cfg: MTRLConfig, t_start: float, t_epoch: float, done: int, n_batches: int, refit_scale: float,
-    eval_seconds: float, rank: int, world: int, device: torch.device,
+    eval_seconds: float, world: int, device: torch.device,
 ) -> bool:
     """Whether training must stop now to leave time for the epoch's evaluation and the refit
     (`refit_epochs` passes over every window, at this epoch's pace, capped at
