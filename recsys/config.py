@@ -119,11 +119,17 @@ class Settings(BaseSettings):
     # of the training time at 0.99x the NDCG@10 (docs/BENCHMARKS.md, warm start). Off retrains
     # from scratch.
     warm_start: bool = True
-    # mtrl only: minutes the train stage's training loop may take, refit included (early
-    # stopping usually ends sooner); it holds inside an epoch. With an hour, a first night of
-    # 10M events on 2 CPU cores takes about 72 minutes; with 20, 31.5 (docs/BENCHMARKS.md).
+    # Minutes a night may take from validate to publish on this machine. Unless
+    # train_budget_minutes says otherwise, training gets what the window leaves: the window less
+    # what tonight's validate, features and encode took and what the latest earlier night's
+    # evaluate, gate, score and publish took (recsys/pipeline/budget.py). So the budget follows
+    # the machine and the data: a 10M-event first night on 2 CPU cores trains about 45 minutes
+    # of an hour, a demo night stops early long before. 0 = no window.
+    night_window_minutes: float = Field(60.0, ge=0.0)
+    # mtrl only: minutes the train stage may take, refit included (early stopping usually ends
+    # sooner); the loop holds it inside an epoch. Unset: what the night's window leaves (above).
     # 0 = no limit.
-    train_budget_minutes: float = Field(60.0, ge=0.0)
+    train_budget_minutes: float | None = Field(None, ge=0.0)
     # mtrl only: training processes (PyTorch DDP under torchrun, started by the train stage);
     # 0 = one per visible GPU on a GPU worker, one process on a CPU. The result is the same model
     # folder, registration and train.json as a single-process run.

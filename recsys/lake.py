@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 # recsys.pipeline.results.
 STAGES = ("validate", "features", "encode", "train", "evaluate", "gate", "score", "publish", "retention")
 
+# The stages on either side of training, and the nights back the train stage looks for the
+# seconds of those after it: its budget is what the night's window leaves (recsys.pipeline.budget).
+BEFORE_TRAIN = STAGES[: STAGES.index("train")]
+AFTER_TRAIN = STAGES[STAGES.index("train") + 1 : STAGES.index("retention")]
+BUDGET_LOOKBACK_NIGHTS = 7
+
 # Nights of evaluations the gate's report charts (its NDCG@10 history), so the gate reads them.
 REPORT_NIGHTS = 30
 
@@ -304,9 +310,15 @@ STAGE_IO: dict[str, LakeIO] = {
         reads=lambda lake, day, s: [lake.features(day) / "items", lake.features(day) / "item_stats", lake.text_cache],
         writes=lambda lake, day, s: [Output(lake.embeddings(day)), Output(lake.text_cache, "add")],
     ),
-    # and fetched: the champion it warm-starts from
+    # and fetched: the champion it warm-starts from; the stage results its budget is sized by
+    # (recsys.pipeline.budget): tonight's stages before it, the last week's after it
     "train": LakeIO(
-        reads=lambda lake, day, s: [lake.features(day), lake.embeddings(day)],
+        reads=lambda lake, day, s: [
+            lake.features(day), lake.embeddings(day),
+            *(lake.stage_result(day, stage) for stage in BEFORE_TRAIN),
+            *(lake.stage_result(day - dt.timedelta(days=n), stage)
+              for n in range(1, BUDGET_LOOKBACK_NIGHTS + 1) for stage in AFTER_TRAIN),
+        ],
         writes=lambda lake, day, s: [Output(lake.models_root, "add")],
     ),
     # and fetched: the challenger and the champion

@@ -12,7 +12,7 @@ import pytest
 from recsys.config import load_settings
 from recsys.data.generate import GenerateConfig, generate
 from recsys.errors import ConfigError, DatabaseError, InputError
-from recsys.lake import Lake
+from recsys.lake import BEFORE_TRAIN, Lake
 from recsys.pipeline.run import run_pipeline
 from recsys.store.db import read_query
 from tests.helpers import TINY, fresh_database, published
@@ -61,6 +61,15 @@ def test_every_stage_left_a_manifest(ran):
     # tiny log, three epochs: the network stays below popularity and the first night fails
     assert summary["stages"]["gate"].decision == "fail"
     assert summary["stages"]["gate"].serving_version.startswith("popularity-")
+
+
+def test_training_gets_what_the_night_window_leaves(ran):
+    settings, summary = ran
+    # a first night: the default hour less tonight's stages before training and a tenth kept for those after it
+    before = sum(summary["stages"][stage].seconds for stage in BEFORE_TRAIN)
+    train = summary["stages"]["train"]
+    assert train.budget_seconds == round(3600 - before - 360, 1)
+    assert train.budget_basis.startswith("night window 60 min") and "no earlier night" in train.budget_basis
 
 
 def test_rerun_replaces_the_date_without_duplicates(ran):

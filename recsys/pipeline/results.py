@@ -232,6 +232,9 @@ class TrainResult(StageResult):
     train_interactions: int
     items: int
     processes: int = 1
+    # What the stage was given (recsys.pipeline.budget): None = no limit, or a cooc model.
+    budget_seconds: float | None = None
+    budget_basis: str | None = None
     seconds: float
 
 

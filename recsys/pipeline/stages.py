@@ -28,6 +28,7 @@ from recsys.errors import ConfigError, InputError
 from recsys.evaluate.gate import GATE_METRIC
 from recsys.lake import STAGE_IO, Lake, lake_url, parse_ds
 from recsys.objectstore import open_lake, working_copy
+from recsys.pipeline.budget import TrainBudget, train_budget
 from recsys.pipeline.results import (
     EncodeResult,
     EvaluateResult,
@@ -226,14 +227,17 @@ def train(ds, settings: Settings | None = None) -> TrainResult:
                   "seed": settings.seed, "device": settings.device, "max_len": settings.max_seq_len}
         if settings.model_epochs:
             params["max_epochs"] = settings.model_epochs
-        if settings.train_budget_minutes:
+        budget = train_budget(settings, lake, day)
+        log.info("training budget: %s", budget.basis)
+        if budget.seconds:
             # The stage's budget: reading tonight's features (tens of seconds at 10M events) counts.
-            params["budget_seconds"] = round(max(settings.train_budget_minutes * 60 - (time.perf_counter() - t0), 1.0), 1)
+            params["budget_seconds"] = round(max(budget.seconds - (time.perf_counter() - t0), 1.0), 1)
         warm = _champion_path(settings, lake, day) if settings.warm_start else None
         if warm:
             params["init_from"] = warm
     else:
         fit_data, valid, params, fit_extra = data.in_splits("train", "valid"), None, {}, {}
+        budget = TrainBudget(None, "no budget: item co-occurrence trains in one pass")
     if len(fit_data.item) == 0:
         raise InputError(f"{lake.features(day)}: no training interactions before the holdout window")
     fingerprint = _fingerprint(lake.features(day) / "events")
@@ -252,7 +256,8 @@ def train(ds, settings: Settings | None = None) -> TrainResult:
     register_model(_db(settings), version=version, ds=day, kind=settings.model_kind, path=lake.ref(path), config=config, fingerprint=fingerprint)
     result = TrainResult(
         model_version=version, path=lake.ref(path), fingerprint=fingerprint, train_interactions=int(len(fit_data.item)),
-        items=int(data.n_items), processes=procs, seconds=round(time.perf_counter() - t0, 2),
+        items=int(data.n_items), processes=procs, budget_seconds=budget.seconds, budget_basis=budget.basis,
+        seconds=round(time.perf_counter() - t0, 2),
     )
     return result.save(lake, day)
 
