@@ -89,6 +89,18 @@ def bucket_of(lengths: np.ndarray) -> np.ndarray:
     return np.searchsorted(np.asarray(PRIOR_BUCKETS), np.asarray(lengths), side="left")
 
 
+def q_part(heads: dict[str, torch.Tensor], table_t: torch.Tensor) -> torch.Tensor:
+    """(b, I) the Q head's advantages A(s, a), standardised per user: Q is only known up to the
+    per-user V(s), and its scale is set against the ranking head's log-probabilities."""
+    adv = heads["q"] @ table_t
+    return (adv - adv.mean(1, keepdim=True)) / adv.std(1, keepdim=True).clamp(min=1e-6)
+
+
+def buy_part(heads: dict[str, torch.Tensor], table_t: torch.Tensor) -> torch.Tensor:
+    """(b, I) log pCTCVR = log pCTR + log pCVR of the behaviour heads (ESMM)."""
+    return F.logsigmoid(heads["ctr"] @ table_t) + F.logsigmoid(heads["cvr"] @ table_t)
+
+
 @torch.no_grad()
 def network_parts(
     net: MTRLNet, histories: list[np.ndarray], default_type: int, events=None, ts=None, block: int = 512,
@@ -106,10 +118,9 @@ def network_parts(
         heads = net.last_states(items, btype, gap, length, table, unused)
         parts = {"rank": torch.log_softmax(heads["rank"] @ table.T, dim=1)}  # (b, I)
         if "q" in heads and "q" not in skip:
-            adv = heads["q"] @ table.T  # (b, I) A(s, a) up to the per-user V(s)
-            parts["q"] = (adv - adv.mean(1, keepdim=True)) / adv.std(1, keepdim=True).clamp(min=1e-6)
+            parts["q"] = q_part(heads, table.T)
         if "ctr" in heads and "buy" not in skip:
-            parts["buy"] = F.logsigmoid(heads["ctr"] @ table.T) + F.logsigmoid(heads["cvr"] @ table.T)
+            parts["buy"] = buy_part(heads, table.T)
         for k, v in parts.items():
             out.setdefault(k, []).append(v.float().cpu().numpy())
     net.train(was_training)

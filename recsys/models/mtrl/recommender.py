@@ -22,14 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError
 from recsys.models.base import write_meta
 from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
 from recsys.models.mtrl.config import make_config, with_changes
-from recsys.models.mtrl.blend import Blend, bucket_of, choice_users, choose_blend, network_parts, popularity_log, target_gains
+from recsys.models.mtrl.blend import (
+    Blend, bucket_of, buy_part, choice_users, choose_blend, network_parts, popularity_log, q_part, target_gains,
+)
 from recsys.models.mtrl.memory import ItemMemory
 from recsys.models.mtrl.inference import encoded_blocks, history_vectors, item_vectors, score_histories
 from recsys.models.mtrl.train import effective_config, train
@@ -310,13 +311,11 @@ class ServedScorer:
             logits = self.logits[: len(rows)]
             torch.matmul(heads["rank"], table_t, out=logits)
             torch.log_softmax(logits, dim=1, out=rows)
+            # network_parts' terms, then combine's w * part
             if "q" in heads:
-                adv = heads["q"] @ table_t  # as network_parts, then combine's w * part
-                q = (adv - adv.mean(1, keepdim=True)) / adv.std(1, keepdim=True).clamp(min=1e-6)
-                rows.add_(q.mul_(self.blend.q))
+                rows.add_(q_part(heads, table_t).mul_(self.blend.q))
             if "ctr" in heads:
-                buy = F.logsigmoid(heads["ctr"] @ table_t) + F.logsigmoid(heads["cvr"] @ table_t)
-                rows.add_(buy.mul_(self.blend.buy))
+                rows.add_(buy_part(heads, table_t).mul_(self.blend.buy))
         net.train(was_training)
         if self.memory is not None:
             self._add_memory(s, histories)
