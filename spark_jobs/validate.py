@@ -190,33 +190,22 @@ def bad_share_message(partition: str, files: dict[str, dict], limit: float) -> s
     return msg
 
 
-def volume_drop_message(
-    partition: str, today: int, prev_day: dt.date | None, prev: int | None, limit: float
+def volume_message(
+    partition: str, today: int, prev_day: dt.date | None, prev: int | None, max_drop: float, max_rise: float
 ) -> str | None:
-    """The failure message when today's clean volume fell more than `limit` below the previous day."""
+    """The failure message when today's clean volume fell more than `max_drop` below the
+    previous day's, or is more than `max_rise` times it (0: no limit). A sale or a launch
+    multiplies a day by a few; a month of events exported again into one day multiplies it by
+    the days of that month."""
     if prev_day is None or not prev:
         return None
+    against = f"{partition}: {today:,} clean events vs {prev:,} on {prev_day.isoformat()}"
     drop = 1 - today / prev
-    if drop <= limit:
-        return None
-    return (
-        f"{partition}: {today:,} clean events vs {prev:,} on {prev_day.isoformat()} "
-        f"({percent(drop)} drop) > max_volume_drop {percent(limit)}"
-    )
-
-
-def volume_rise_message(
-    partition: str, today: int, prev_day: dt.date | None, prev: int | None, limit: float
-) -> str | None:
-    """The failure message when today's clean volume is more than `limit` times the previous
-    day's (0: no limit). A sale or a launch multiplies a day by a few; a month of events
-    exported again into one day multiplies it by the days of that month."""
-    if prev_day is None or not prev or limit <= 0 or today <= limit * prev:
-        return None
-    return (
-        f"{partition}: {today:,} clean events vs {prev:,} on {prev_day.isoformat()} "
-        f"({today / prev:.1f}x) > max_volume_rise {limit:g}x"
-    )
+    if drop > max_drop:
+        return f"{against} ({percent(drop)} drop) > max_volume_drop {percent(max_drop)}"
+    if max_rise > 0 and today > max_rise * prev:
+        return f"{against} ({today / prev:.1f}x) > max_volume_rise {max_rise:g}x"
+    return None
 
 
 # --- the job (I/O) -------------------------------------------------------------------------
@@ -330,8 +319,9 @@ def _finish(spark, lake, ds, settings, days, already, gaps, event_files, item_da
     if today["rows_in"] == 0:
         failure = f"{partition}: no event rows for the run date"
     failure = failure or bad_share_message(partition, ds_files, settings.max_bad_row_share)
-    failure = failure or volume_drop_message(partition, today["rows_clean"], prev_day, prev, settings.max_volume_drop)
-    failure = failure or volume_rise_message(partition, today["rows_clean"], prev_day, prev, settings.max_volume_rise)
+    failure = failure or volume_message(
+        partition, today["rows_clean"], prev_day, prev, settings.max_volume_drop, settings.max_volume_rise
+    )
 
     quarantine = lake.quarantine(ds)
     bad_cols = [*io.EVENTS.names, REASON, SOURCE_FILE]
