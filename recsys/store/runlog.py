@@ -102,6 +102,8 @@ def collect_run_summary(lake_root: Path, ds, run_id: str | None = None) -> dict[
         summary["model"] = {
             "version": (t or ev).model_version,
             "train_interactions": t.train_interactions if t else None,
+            "train_budget_seconds": t.budget_seconds if t else None,
+            "train_budget": t.budget_basis if t else None,
             "champion_version": ev.champion_version if ev else None,
             "eval_users": ev.users if ev else None,
             "metrics": {name: _headline(m) for name, m in metrics.items() if _headline(m)},
