@@ -7,13 +7,15 @@ Three ways to get a block's (B, I) scores, one way to rank them:
   device (CPU or CUDA), written into a reused buffer;
 - a model whose score is more than a dot product may offer `block_scorer()`, a callable
   `(histories, events=None, out=None) -> (B, I) float32 tensor` that writes each block's
-  scores into `out` (a buffer the ranker reuses, and then masks in place);
+  scores into `out` (a buffer the ranker reuses, and then masks in place), and whose `width`
+  (the catalogue it scores) sizes the blocks;
 - fallback, for any other `Recommender`: `model.score(histories)` (B, I) in numpy.
 
 Then, in torch on the device: unavailable items are out of the matrix (fast path) or masked,
 each user's exclusions are masked with one scatter, `torch.topk` takes the K best, and an
 optional MMR re-rank diversifies by category. Memory is bounded by `block_users` x catalogue
-scores at a time (`Settings.score_block_users`).
+scores at a time (`Settings.score_block_users`), fewer users where the catalogue is huge
+(`BLOCK_BYTES`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ import torch
 from recsys.device import resolve_device
 from recsys.models.base import Recommender
 
+# A block's (B, I) float32 scores stay under this many bytes whatever the catalogue: at a
+# million items 1,024 users would be 4 GB, and a path holds two or three such matrices (scores,
+# logits, the item memory's rows). Up to 131,072 items the configured block is kept.
+BLOCK_BYTES = 512 << 20
 # With MMR on, the re-rank picks K out of this many x K best-scored items per user.
 MMR_POOL = 4
 # Explanations look at the user's last items only, as the models do.
@@ -168,13 +174,22 @@ class _Ranker:
         removed = np.bincount(flat // n_cols, minlength=b)
         return torch.from_numpy(flat).to(self.device), removed
 
+    def _block(self, histories: list[np.ndarray], events: list[np.ndarray] | None) -> int:
+        """Users per block: `block_users`, fewer where a block of the catalogue's scores would pass
+        BLOCK_BYTES. A model that does not say its width is scored for one user to learn it."""
+        width = self.width or getattr(self.scorer, "width", None)
+        if width is None and histories:
+            width = self._scores(histories[:1], None if events is None else events[:1]).shape[1]
+        return max(1, min(self.block_users, BLOCK_BYTES // (4 * max(int(width or 1), 1))))
+
     def rank(self, histories: list[np.ndarray], exclude: list[np.ndarray] | None, events: list[np.ndarray] | None = None) -> Ranking:
         n, k = len(histories), self.k
         items = np.zeros((n, k), dtype=np.int64)
         scores = np.full((n, k), -np.inf, dtype=np.float32)
         candidates = np.zeros(n, dtype=np.int64)
-        for lo in range(0, n, self.block_users):
-            hi = min(lo + self.block_users, n)
+        block = self._block(histories, events)
+        for lo in range(0, n, block):
+            hi = min(lo + block, n)
             s = self._scores(histories[lo:hi], None if events is None else events[lo:hi])
             b, w = s.shape
             allowed = w if self.fast else int(self.allowed.sum())

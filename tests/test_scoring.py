@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys import schema as S
+from recsys import scoring
 from recsys.data.interactions import Interactions
 from recsys.lake import Lake
 from recsys.models import build_model
@@ -83,6 +84,27 @@ def test_fast_path_equals_fallback(block_users):
     for u, e in enumerate(excl):
         s[u, e] = -np.inf
     np.testing.assert_array_equal(fast.items, np.argsort(-s, axis=1, kind="stable")[:, :10])
+
+
+def test_a_huge_catalogue_is_ranked_in_smaller_blocks_with_the_same_lists(monkeypatch):
+    model = Factorised(60)
+    hist = _histories(25, 60)
+    excl = [np.unique(h) for h in hist]
+    whole = rank_users(ScoreOnly(model), hist, 10, exclude=excl, block_users=1024)
+    sizes = []
+
+    class Counted(ScoreOnly):
+        def score(self, histories):
+            sizes.append(len(histories))
+            return super().score(histories)
+
+    # room for 7 users' scores of 60 items: the one-user call learns the width, then blocks of 7
+    monkeypatch.setattr(scoring, "BLOCK_BYTES", 4 * 60 * 7 + 3)
+    for ranked in (rank_users(Counted(model), hist, 10, exclude=excl, block_users=1024),
+                   rank_users(model, hist, 10, exclude=excl, block_users=1024)):
+        np.testing.assert_array_equal(ranked.items, whole.items)
+        np.testing.assert_allclose(ranked.scores, whole.scores, rtol=1e-5, atol=1e-6)
+    assert sizes == [1, 7, 7, 7, 4]
 
 
 def test_exclusions_and_unavailable_items_never_appear_and_short_lists_end_in_minus_inf():
