@@ -11,7 +11,7 @@ from recsys.models import build_model, load_model
 from recsys.models.mtrl import losses as L
 from recsys.models.mtrl.batches import collapse_sequence, encode_histories, make_windows, to_steps
 from recsys.models.mtrl.config import PRESETS, make_config
-from recsys.models.mtrl.model import MTRLNet
+from recsys.models.mtrl.model import MTRLNet, step_rows
 from recsys.models.mtrl.train import adapt_config, to_batch, train
 
 VIEW, CLICK, CART, BUY, RATE = range(5)
@@ -200,6 +200,31 @@ def test_sampled_softmax_is_used_for_large_catalogues_and_learns():
     art = train(cfg, data, progress=False)
     hist = art.meta["history"]
     assert hist[-1]["loss_rank"] < hist[0]["loss_rank"]
+
+
+def test_a_large_catalogues_step_reads_only_its_rows_and_loses_as_on_the_whole_table():
+    # 12 items above a threshold of 5: sampled; no dropout, so the losses are deterministic
+    net, batch, _ = _net_and_batch("full", full_softmax_max_items=5, n_sampled=4, q_negatives=3, dropout=0.0, id_dropout=0.0)
+    net.eval()
+    net.sample_p[:] = torch.linspace(1, 2, net.n_items) / torch.linspace(1, 2, net.n_items).sum()
+    torch.manual_seed(5)
+    _, parts = net(batch, target_net=net)
+    torch.manual_seed(5)
+    neg = torch.multinomial(net.sample_p, 4, replacement=True)
+    q_neg = torch.multinomial(net.sample_p, 3, replacement=True)
+    rows, renumbered, r_neg, r_q_neg = step_rows(batch, neg, q_neg)
+    assert torch.equal(rows[r_neg], neg) and torch.equal(rows[r_q_neg], q_neg) and len(rows) <= net.n_items
+    assert torch.equal(rows[renumbered["item"]], batch["item"])
+    m = batch["target"] >= 0
+    assert torch.equal(renumbered["target"] < 0, ~m) and torch.equal(rows[renumbered["target"][m]], batch["target"][m])
+    torch.testing.assert_close(net.item_table(rows=rows), net.item_table()[rows])
+    # the ranking loss as the whole table gives it, the same negatives
+    with torch.no_grad():
+        table = net.item_table()
+        hs = net.encode(batch["item"], batch["btype"], batch["gap"], table)[m]
+        want = L.sampled_ce(hs, table, batch["target"][m], neg, net.sample_p.log()).mean()
+    torch.testing.assert_close(parts["rank"], want)
+    assert all(torch.isfinite(v) for v in parts.values()) and set(parts) == {"rank", "q", "behaviour", "rating"}
 
 
 def test_sampled_ce_masks_accidental_hits_and_matches_full_softmax_with_uniform_proposal():

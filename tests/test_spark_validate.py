@@ -356,6 +356,19 @@ def test_volume_drop_over_threshold_fails(spark, lake_root):
     assert not lake.validated_events_partition(D).exists()
 
 
+def test_a_day_without_events_fails_naming_its_partition_and_keeps_the_day_before(spark, lake_root):
+    lake = Lake(lake_root)
+    prev = D - dt.timedelta(days=1)
+    write_items(lake_root, prev, [item("i1")])
+    write_events(lake_root, prev, [("u1", "i1", "view", at(prev, "10:00"), None)])
+    run_validation(spark, lake, prev, settings(lake_root))
+    write_events(lake_root, D, [])  # an export that ran and found nothing
+    with pytest.raises(InputError, match=rf"^raw/events/date={D}: no event rows for the run date$"):
+        run_validation(spark, lake, D, settings(lake_root))
+    assert json.loads(lake.validation_report(D).read_text())["status"] == "failed"
+    assert not lake.validated_events_partition(D).exists() and lake.validated_events_partition(prev).exists()
+
+
 def test_volume_rise_passes_a_busy_day_and_fails_a_replayed_export(spark, lake_root):
     lake = Lake(lake_root)
     prev, busy = D - dt.timedelta(days=2), D - dt.timedelta(days=1)

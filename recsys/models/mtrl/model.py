@@ -22,6 +22,21 @@ from recsys.models.mtrl.batches import CLICK, N_TYPES, PURCHASE
 from recsys.models.mtrl.config import MTRLConfig
 
 
+def step_rows(batch: dict[str, torch.Tensor], neg: torch.Tensor, q_neg: torch.Tensor | None):
+    """The item rows one training step reads, sorted (R,), and the step's batch and negatives
+    with every item index renumbered to its position in them (a target of -1 stays -1)."""
+    target = batch["target"]
+    parts = [batch["item"].reshape(-1), target[target >= 0], neg] + ([q_neg] if q_neg is not None else [])
+    rows = torch.unique(torch.cat(parts))
+
+    def renumber(x: torch.Tensor) -> torch.Tensor:
+        return torch.searchsorted(rows, x)
+
+    batch = {**batch, "item": renumber(batch["item"]),
+             "target": torch.where(target >= 0, renumber(target.clamp(min=0)), target)}
+    return rows, batch, renumber(neg), None if q_neg is None else renumber(q_neg)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: MTRLConfig):
         super().__init__()
@@ -106,20 +121,22 @@ class MTRLNet(nn.Module):
     def n_items(self) -> int:
         return self.has_id.shape[0]
 
-    def item_table(self, id_dropout: float = 0.0) -> torch.Tensor:
-        """(I, D) item representations: id part (only for items seen in training) + text part.
+    def item_table(self, id_dropout: float = 0.0, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(I, D) item representations: id part (only for items seen in training) + text part;
+        with `rows` (R,) item indices, only those rows (R, D).
 
         id_dropout: share of items whose id part is hidden for this step (training only), so
         text-only vectors, what a cold item has, learn to compete in the softmax (DropoutNet).
         """
-        e = torch.zeros(self.n_items, self.cfg.d, device=self.has_id.device)
+        has_id = self.has_id if rows is None else self.has_id[rows]
+        e = torch.zeros(len(has_id), self.cfg.d, device=has_id.device)
         if self.item_id is not None:
-            keep = self.has_id
+            keep = has_id
             if id_dropout > 0 and self.text_proj is not None:
                 keep = keep * (torch.rand_like(keep) >= id_dropout)
-            e = e + self.item_id.weight * keep[:, None]
+            e = e + (self.item_id.weight if rows is None else self.item_id.weight[rows]) * keep[:, None]
         if self.text_proj is not None:
-            e = e + self.text_proj(self.text)
+            e = e + self.text_proj(self.text if rows is None else self.text[rows])
         return e
 
     def encode(self, items: torch.Tensor, btype: torch.Tensor, gap: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
@@ -137,19 +154,26 @@ class MTRLNet(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], target_net: "MTRLNet | None" = None, sac: bool = False, sa2c: bool = False):
         """Training step: returns (total loss, per-task losses detached)."""
         cfg = self.cfg
-        table = self.item_table(cfg.id_dropout)  # (I, D)
+        rows = None
+        if self.n_items > cfg.full_softmax_max_items:
+            # A large catalogue: the softmax is sampled, and the step computes only the item rows
+            # it reads (its inputs, targets and sampled negatives), renumbered 0..R-1, rather than
+            # the whole table through the text projection, and takes the Q head's max over them.
+            neg = torch.multinomial(self.sample_p, cfg.n_sampled, replacement=True)
+            q_neg = torch.multinomial(self.sample_p, cfg.q_negatives, replacement=True) if self.q_proj is not None else None
+            rows, batch, neg, q_neg = step_rows(batch, neg, q_neg)
+        table = self.item_table(cfg.id_dropout, rows)  # (I, D), or (R, D)
         h = self.encode(batch["item"], batch["btype"], batch["gap"], table)  # (B, T, D)
         m = batch["target"] >= 0  # (B, T) positions that predict a next step
         hs, tgt = h[m], batch["target"][m]  # (N, D), (N,)
         e_tgt = table[tgt]  # (N, D)
-        seen = self.has_id > 0  # (I,) items with training interactions: the only negatives
         parts: dict[str, torch.Tensor] = {}
 
         # --- ranking: softmax over the catalogue (sampled when it is large) ---
-        if self.n_items > cfg.full_softmax_max_items:
-            neg = torch.multinomial(self.sample_p, cfg.n_sampled, replacement=True)
-            ce = L.sampled_ce(hs, table, tgt, neg, self.sample_p.log())  # (N,)
+        if rows is not None:
+            ce = L.sampled_ce(hs, table, tgt, neg, self.sample_p[rows].log())  # (N,)
         else:
+            seen = self.has_id > 0  # (I,) items with training interactions: the only negatives
             ce = L.ranking_ce(hs, table, tgt, seen)  # (N,)
 
         # --- Q head: TD(0) with double Q and a soft target network (SQN / SNQN) ---
@@ -161,23 +185,24 @@ class MTRLNet(nn.Module):
             v_s = self.q_value(hs).squeeze(-1)  # (N,) V(s_t)
             q_sa = v_s + (qh[m] * e_q[tgt]).sum(-1)  # (N,) Q(s_t, a_t) = V(s_t) + A(s_t, a_t)
             with torch.no_grad():
-                v = self._target_values(batch, qh, e_q, target_net if target_net is not None else self)  # (B, T) V(s_t)
+                v = self._target_values(batch, qh, e_q, target_net if target_net is not None else self, rows)  # (B, T) V(s_t)
                 v_next = F.pad(v[:, 1:], (0, 1))  # (B, T) V(s_{t+1})
                 y = L.td_target(batch["reward"], batch["done"], v_next, cfg.gamma)[m]  # (N,)
             fit = (batch["done"] | batch["boot"])[m]  # a truncated window has no next state
             l_q = L.masked_mean((q_sa - y) ** 2, fit)
             # unobserved actions, drawn by popularity (what a user was likely shown but passed
             # over): reward 0 and the state stays s_t, so y = gamma V(s_t)
-            neg = torch.multinomial(self.sample_p, cfg.q_negatives, replacement=True)
-            q_neg = v_s[:, None] + qh[m] @ e_q[neg].T  # (N, K)
+            if rows is None:
+                q_neg = torch.multinomial(self.sample_p, cfg.q_negatives, replacement=True)
+            q_pass = v_s[:, None] + qh[m] @ e_q[q_neg].T  # (N, K)
             y_neg = (cfg.gamma * v[m]).unsqueeze(1)  # (N, 1)
-            parts["q"] = l_q + L.masked_mean((q_neg - y_neg) ** 2, neg[None, :] != tgt[:, None])
+            parts["q"] = l_q + L.masked_mean((q_pass - y_neg) ** 2, q_neg[None, :] != tgt[:, None])
             if sac:  # SAC: detached Q(s, a) weights each position's ranking loss (batch mean 1)
                 w = q_sa.detach().clamp(min=0)
                 w = (w / w.mean()).clamp(max=3.0) if w.sum() > 0 else torch.ones_like(w)
                 ce = ce * w
             elif sa2c:  # SA2C: weighted by the advantage over the passed-over actions
-                ce = ce * L.advantage_weights(q_sa, q_neg)
+                ce = ce * L.advantage_weights(q_sa, q_pass)
         parts["rank"] = ce.mean()
 
         # --- behaviour: ESMM over every impression (a step of type view..purchase) ---
@@ -199,15 +224,18 @@ class MTRLNet(nn.Module):
         loss = self.task_weights(parts)
         return loss, {k: v.detach() for k, v in parts.items()}
 
-    def _target_values(self, batch, qh: torch.Tensor, table: torch.Tensor, target: "MTRLNet") -> torch.Tensor:
-        """V(s_t) = Q_target(s_t, argmax_a Q_online(s_t, a)), clipped to q_range, per position. -> (B, T)."""
+    def _target_values(self, batch, qh: torch.Tensor, table: torch.Tensor, target: "MTRLNet", rows=None) -> torch.Tensor:
+        """V(s_t) = Q_target(s_t, argmax_a Q_online(s_t, a)), clipped to q_range, per position. -> (B, T).
+        With `rows` (a large catalogue's step), the items are those rows and the max is over them."""
         B, T = batch["item"].shape
         real = torch.arange(T, device=qh.device)[None, :] < batch["length"][:, None]  # (B, T)
         a_star = torch.zeros(B, T, dtype=torch.long, device=qh.device)
-        adv = (qh[real] @ table.T).masked_fill(self.has_id <= 0, float("-inf"))  # A(s, .) over trained items
+        has_id = self.has_id if rows is None else self.has_id[rows]
+        adv = (qh[real] @ table.T).masked_fill(has_id <= 0, float("-inf"))  # A(s, .) over trained items
         a_star[real] = adv.argmax(-1)  # online argmax of A, so of Q
-        t_h = target.encode(batch["item"], batch["btype"], batch["gap"])  # (B, T, D)
-        v = target.q_value(t_h).squeeze(-1) + (target.q_proj(t_h) * target.item_table()[a_star]).sum(-1)
+        t_table = target.item_table(rows=rows)
+        t_h = target.encode(batch["item"], batch["btype"], batch["gap"], t_table)  # (B, T, D)
+        v = target.q_value(t_h).squeeze(-1) + (target.q_proj(t_h) * t_table[a_star]).sum(-1)
         return v.clamp(float(self.q_range[0]), float(self.q_range[1]))
 
     @torch.no_grad()
