@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,25 @@ def test_a_time_budget_stops_training_at_the_step_that_leaves_the_refit_its_time
     unbounded = train(make_config(max_len=6, d=16, batch_size=8, max_epochs=3, patience=30), data, valid, progress=False)
     assert len(unbounded.meta["history"]) == 3 and "budget_stop" not in unbounded.meta
     assert unbounded.meta["history"][0]["step"] > 1
+
+
+def test_an_epoch_whose_evaluation_would_outlast_the_budget_goes_unevaluated(monkeypatch):
+    # each evaluation takes 2 s of a 3 s budget: epoch 1 is evaluated; epoch 2 then stops at
+    # its first step, with too little left for an evaluation, and epoch 1's weights are kept
+    def slow(*args, **kwargs):
+        time.sleep(2.0)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr("recsys.models.mtrl.train.evaluate", slow)
+    data = funnel_data(n_users=60)
+    cfg = make_config(max_len=6, d=16, batch_size=8, max_epochs=30, patience=30, budget_seconds=3.0)
+    valid = EvalCases(np.arange(12), [np.array([(s + j) % 12 for j in range(3)]) for s in range(12)],
+                      [np.array([(s + 3) % 12]) for s in range(12)], [np.arange(0)] * 12)  # fmt: skip
+    art = train(cfg, data, valid, progress=False)
+    assert art.meta["budget_stop"]["epoch"] == 2 and art.meta["budget_stop"]["evaluated"] is False
+    first, second = art.meta["history"]
+    assert "ndcg@10" in first and "ndcg@10" not in second and art.meta["epoch"] == 1
+    assert any("not evaluated" in n for n in art.meta["notes"])
 
 
 def test_the_refit_gets_what_the_budget_left_and_none_when_it_is_spent():

@@ -81,16 +81,19 @@ class MTRLModel:
         init = load_checkpoint(Path(self.init_from) / WEIGHTS_FILE) if self.init_from else None
         art = train(self.cfg, train_data, valid, text=text, init=init, out_dir=out_dir)
         self.net, self.meta = art.net, art.meta
+        t_side = time.perf_counter()
         if self.cfg.memory:
             self.memory = ItemMemory.fit(train_data)
         if self.cfg.reward_blend:
             self.prior = popularity_log(prior_counts(train_data, self.cfg.prior_days, self.net.n_items))
+        side = time.perf_counter() - t_side  # done again after the refit, on its log
         # Before the refit: the weights are chosen on `valid`, which the refit then learns from.
         self._choose_blend(valid)
-        # The refit trains in what the budget has left (train() stopped early enough for it);
-        # without a budget, `left` stays 0, which is no limit.
+        # The refit trains in what the budget has left (train() stopped early enough for it),
+        # less the memory and prior it fits again after; without a budget, `left` stays 0, which
+        # is no limit.
         budget = self.cfg.budget_seconds
-        left = budget - (time.perf_counter() - t_fit) if budget > 0 else 0.0
+        left = budget - (time.perf_counter() - t_fit) - side if budget > 0 else 0.0
         if refit_data is not None and self.cfg.refit_epochs > 0 and budget > 0 and left <= 0:
             self.meta["notes"].append(f"no refit: the {budget:g} s budget is spent")
         elif refit_data is not None and self.cfg.refit_epochs > 0:

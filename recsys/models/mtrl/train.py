@@ -233,7 +233,7 @@ def train(
     best, best_state, bad, step, epoch = -1.0, None, 0, 0, 0
     curve: list[tuple[int, torch.Tensor]] = []  # (step, total loss) every 10 steps
     refit_scale = len(win) / max(len(pool), 1)  # the refit passes over every window
-    eval_seconds, spent = 0.0, False
+    eval_seconds, spent, skip_eval = 0.0, False, False
     for epoch in range(1, max_epochs + 1):
         t0 = time.perf_counter()
         # the same global batches on every rank (shared rng); each rank takes its share
@@ -272,12 +272,14 @@ def train(
                 break
             # budget: stop at the step that leaves just the time for an evaluation and the refit
             if cfg.budget_seconds > 0 and (world == 1 or step % 10 == 0):
-                spent = _budget_spent(cfg, t_start, t0, done, len(batches), refit_scale, eval_seconds, world, device)
+                spent, skip_eval = _budget_spent(cfg, t_start, t0, done, len(batches), refit_scale, eval_seconds, world, device)
                 if spent:
                     meta["budget_stop"] = {"epoch": epoch, "step": step, "epoch_share": round(done / len(batches), 3),
-                                           "budget_seconds": cfg.budget_seconds}  # fmt: skip
+                                           "budget_seconds": cfg.budget_seconds, "evaluated": not skip_eval}  # fmt: skip
                     notes.append(f"stopped at step {step}, {done / len(batches):.0%} into epoch {epoch}: "
-                                 f"the rest of the {cfg.budget_seconds:g} s budget is the refit's")  # fmt: skip
+                                 f"the rest of the {cfg.budget_seconds:g} s budget is the refit's"
+                                 + (f"; the epoch is not evaluated (that takes {eval_seconds:.0f} s), so the best "
+                                    "evaluated weights are kept" if skip_eval else ""))  # fmt: skip
                     break
         seconds = time.perf_counter() - t0
         n_batches = max(len(batches), 1)
@@ -289,7 +291,7 @@ def train(
 
         # eval (rank 0) and early stopping, decided together on every rank
         stop = epoch == max_epochs or step == cfg.max_steps or spent
-        if eval_cases is not None:
+        if eval_cases is not None and not skip_eval:
             score = torch.zeros(2, device=device)
             if rank == 0:
                 t_eval = time.perf_counter()
@@ -345,17 +347,23 @@ REFIT_BUDGET_SHARE = 1 / 3
 def _budget_spent(
     cfg: MTRLConfig, t_start: float, t_epoch: float, done: int, n_batches: int, refit_scale: float,
     eval_seconds: float, world: int, device: torch.device,
-) -> bool:
-    """Whether training must stop now to leave time for the epoch's evaluation and the refit
-    (`refit_epochs` passes over every window, at this epoch's pace, capped at
-    REFIT_BUDGET_SHARE of the budget) inside `cfg.budget_seconds`. Rank 0 decides for all."""
+) -> tuple[bool, bool]:
+    """(stop, skip the evaluation): whether training must stop now to leave time for the epoch's
+    evaluation and the refit (`refit_epochs` passes over every window, at this epoch's pace,
+    capped at REFIT_BUDGET_SHARE of the budget) inside `cfg.budget_seconds`; and whether what is
+    left cannot even hold the evaluation (a catalogue so large that one evaluation outlasts the
+    steps before it), so the epoch goes unevaluated and the best evaluated weights are kept.
+    Rank 0 decides for all."""
     now = time.perf_counter()
     epoch_estimate = (now - t_epoch) / done * n_batches
     refit = min(epoch_estimate * cfg.refit_epochs * refit_scale, REFIT_BUDGET_SHARE * cfg.budget_seconds)
-    flag = torch.tensor([float(now - t_start + eval_seconds + refit > cfg.budget_seconds)], device=device)
+    elapsed = now - t_start
+    flag = torch.tensor([float(elapsed + eval_seconds + refit > cfg.budget_seconds),
+                         float(elapsed + eval_seconds > cfg.budget_seconds)], device=device)  # fmt: skip
     if world > 1:
         dist.broadcast(flag, 0)
-    return bool(flag[0])
+    # Never unevaluated before a first evaluation: that one is what the run keeps.
+    return bool(flag[0]), bool(flag[0] and flag[1] and eval_seconds > 0)
 
 
 def _cpu_state(net: MTRLNet) -> dict:
