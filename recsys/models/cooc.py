@@ -109,7 +109,16 @@ class CooccurrenceModel:
         if not len(tail):
             return ["popular"] * len(items)
         w = self.history_decay ** np.arange(len(tail))[::-1]
-        contrib = self.sim[tail][:, np.minimum(items, self.sim.shape[1] - 1)].toarray() * w[:, None]  # (H, K)
+        # sim[tail][:, items] would index a million-item catalogue's columns at a cost per column;
+        # the tail's few rows hold at most `neighbours` entries each, looked up among the items.
+        rows = self.sim[tail]
+        items = np.asarray(items, dtype=np.int64)
+        order = np.argsort(items, kind="stable")
+        at = np.minimum(np.searchsorted(items[order], rows.indices), len(items) - 1)
+        hit = items[order][at] == rows.indices
+        contrib = np.zeros((len(tail), len(items)))
+        contrib[np.repeat(np.arange(len(tail)), np.diff(rows.indptr))[hit], order[at[hit]]] = rows.data[hit]
+        contrib *= w[:, None]  # (H, K)
         best = contrib.argmax(0)
         return [f"because of {int(tail[b])}" if contrib[b, k] > 0 else "popular" for k, b in enumerate(best)]
 
