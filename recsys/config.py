@@ -123,8 +123,8 @@ class Settings(BaseSettings):
     # train_budget_minutes says otherwise, training gets what the window leaves: the window less
     # what tonight's validate, features and encode took and what the latest earlier night's
     # evaluate, gate, score and publish took (recsys/pipeline/budget.py). So the budget follows
-    # the machine and the data: a 10M-event first night on 2 CPU cores trains about 45 minutes
-    # of an hour, a demo night stops early long before. 0 = no window.
+    # the machine and the data: a first night of 10M events on 2 CPU cores trained 47 minutes
+    # and ended in 59 (docs/BENCHMARKS.md); a demo night stops early long before. 0 = no window.
     night_window_minutes: float = Field(60.0, ge=0.0)
     # mtrl only: minutes the train stage may take, refit included (early stopping usually ends
     # sooner); the loop holds it inside an epoch. Unset: what the night's window leaves (above).
