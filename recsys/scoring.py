@@ -174,20 +174,18 @@ class _Ranker:
         removed = np.bincount(flat // n_cols, minlength=b)
         return torch.from_numpy(flat).to(self.device), removed
 
-    def _block(self, histories: list[np.ndarray], events: list[np.ndarray] | None) -> int:
+    def _block(self) -> int:
         """Users per block: `block_users`, fewer where a block of the catalogue's scores would pass
-        BLOCK_BYTES. A model that does not say its width is scored for one user to learn it."""
-        width = self.width or getattr(self.scorer, "width", None)
-        if width is None and histories:
-            width = self._scores(histories[:1], None if events is None else events[:1]).shape[1]
-        return max(1, min(self.block_users, BLOCK_BYTES // (4 * max(int(width or 1), 1))))
+        BLOCK_BYTES."""
+        width = self.width or getattr(self.scorer, "width", None) or model_width(self.model)
+        return max(1, min(self.block_users, BLOCK_BYTES // (4 * max(int(width), 1))))
 
     def rank(self, histories: list[np.ndarray], exclude: list[np.ndarray] | None, events: list[np.ndarray] | None = None) -> Ranking:
         n, k = len(histories), self.k
         items = np.zeros((n, k), dtype=np.int64)
         scores = np.full((n, k), -np.inf, dtype=np.float32)
         candidates = np.zeros(n, dtype=np.int64)
-        block = self._block(histories, events)
+        block = self._block()
         for lo in range(0, n, block):
             hi = min(lo + block, n)
             s = self._scores(histories[lo:hi], None if events is None else events[lo:hi])
@@ -251,6 +249,14 @@ class _Ranker:
             seen[rows, codes[rows, best]] = True
             seen[:, n_cat - 1] = False
         return out_vals, out_idx
+
+
+def model_width(model) -> int:
+    """Items the model scores (its catalogue as of training)."""
+    if is_factorised(model):
+        return len(model.item_vectors())
+    # A one-item history: every model can score it (some cannot score an empty one).
+    return int(np.asarray(model.score([np.zeros(1, dtype=np.int32)])).shape[1])
 
 
 def rank_users(

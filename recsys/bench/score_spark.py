@@ -59,7 +59,8 @@ def worker(engine_name: str, model_path: str, users: int, k: int, block_users: i
     """One engine on the synthetic users; its lists go to `out` for the parent to compare."""
     from recsys.config import load_settings
     from recsys.models import load_model
-    from recsys.serve.batch import InProcess, ScoreOptions, model_width
+    from recsys.scoring import model_width
+    from recsys.serve.batch import InProcess, ScoreOptions
 
     settings = load_settings()
     model = load_model(Path(model_path))

@@ -39,7 +39,7 @@ from recsys.data.interactions import EVENT_CODE, Interactions, load_interactions
 from recsys.errors import ConfigError, InputError
 from recsys.lake import Lake
 from recsys.models import build_model, load_model
-from recsys.scoring import Ranking, explain_by_vectors, is_factorised, rank_users
+from recsys.scoring import Ranking, explain_by_vectors, is_factorised, model_width, rank_users
 from recsys.serve.similar import lists_table, similar_items, write_similar
 
 log = logging.getLogger(__name__)
@@ -114,14 +114,6 @@ def _exclusions(data: Interactions, users: np.ndarray, exclude: str) -> list[np.
     per_user = data.histories()
     empty = np.zeros(0, np.int32)
     return [np.unique(per_user.get(int(u), empty)) for u in users]
-
-
-def model_width(model) -> int:
-    """Items the model scores (its catalogue as of training)."""
-    if is_factorised(model):
-        return len(model.item_vectors())
-    # A one-item history: every model can score it (some cannot score an empty one).
-    return int(np.asarray(model.score([np.zeros(1, dtype=np.int32)])).shape[1])
 
 
 def _reasons(model, seqs: list[np.ndarray], items: np.ndarray, scores: np.ndarray, cat: Catalogue,
