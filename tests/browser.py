@@ -88,7 +88,8 @@ class Browser:
             msg = json.loads(self.ws.recv(timeout=STEP_TIMEOUT_S))
             if msg.get("id") == self._id:
                 if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
+                    error = NavigatedAway if _is_navigation(msg["error"]) else RuntimeError
+                    raise error(f"{method}: {msg['error']}")
                 return msg.get("result", {})
 
     def js(self, expression: str):
@@ -101,7 +102,10 @@ class Browser:
         deadline = time.monotonic() + timeout
         guarded = f"(() => {{ try {{ return ({expression}); }} catch (e) {{ return null; }} }})()"  # mid-navigation
         while time.monotonic() < deadline:
-            value = self.js(guarded)
+            try:
+                value = self.js(guarded)
+            except NavigatedAway:  # the page navigated while it was being asked; ask the new one
+                value = None
             if value:
                 return value
             time.sleep(0.5)
@@ -143,6 +147,15 @@ class Browser:
                 except subprocess.TimeoutExpired:
                     os.killpg(self.proc.pid, 9)
                     self.proc.wait(timeout=15)
+
+
+class NavigatedAway(RuntimeError):
+    """An evaluation that the page's own navigation cut short; asking again reaches the new page."""
+
+
+def _is_navigation(error: dict) -> bool:
+    message = str(error.get("message", ""))
+    return any(m in message for m in ("navigated or closed", "context was destroyed", "Cannot find context"))
 
 
 def sign_in(browser: Browser, af, path: str) -> None:
