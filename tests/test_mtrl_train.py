@@ -170,6 +170,34 @@ def test_an_epoch_whose_evaluation_would_outlast_the_budget_goes_unevaluated(mon
     assert any("not evaluated" in n for n in art.meta["notes"])
 
 
+def test_an_evaluation_too_costly_for_the_budget_is_timed_first_and_cut_to_fit(monkeypatch):
+    # 5 ms a validation user, 2,000 users: one evaluation would take 10 s, a whole 10 s budget.
+    # Two probes before the first step measure that, and validation keeps the users that fit in
+    # a tenth of the budget (about 200, at least the larger probe's 256) instead of spending it.
+    per_user = {"s": 0.005}
+
+    def slow(net, cases, *args, **kwargs):
+        time.sleep(per_user["s"] * len(cases.histories))
+        return evaluate(net, cases, *args, **kwargs)
+
+    monkeypatch.setattr("recsys.models.mtrl.train.evaluate", slow)
+    data = funnel_data(n_users=60)
+    rng = np.random.default_rng(0)
+    hist = [rng.choice(12, 3, replace=False) for _ in range(2000)]
+    valid = EvalCases(np.arange(2000), hist, [rng.choice(12, 1) for _ in hist], hist)
+    cfg = make_config(max_len=6, d=16, batch_size=8, max_epochs=1, budget_seconds=10.0)
+    art = train(cfg, data, valid, progress=False)
+    assert art.meta["eval_users"] == 256 and "ndcg@10" in art.meta["history"][0]
+    assert any(n.startswith("validation on 256 of 2000 users") for n in art.meta["notes"])
+    # Roomy enough for all of them (1 s an evaluation here): nothing is cut, and no budget
+    # means no probe at all.
+    per_user["s"] = 0.0005
+    for roomy in (make_config(max_len=6, d=16, batch_size=8, max_epochs=1, budget_seconds=1000.0),
+                  make_config(max_len=6, d=16, batch_size=8, max_epochs=1)):  # fmt: skip
+        art = train(roomy, data, valid, progress=False)
+        assert art.meta["eval_users"] == 2000 and not any(n.startswith("validation on") for n in art.meta["notes"])
+
+
 def test_the_refit_gets_what_the_budget_left_and_none_when_it_is_spent():
     full = funnel_data(n_users=40, n_items=12, seed=2)
     train_only = full.select(~np.isin(full.item, [10, 11]))

@@ -211,6 +211,12 @@ def train(
     amp = device.type == "cuda" and cfg.amp
     local_rng = np.random.default_rng([cfg.seed, rank])  # gap dropout of this rank
     eval_cases = _subset(valid, cfg.eval_users, cfg.seed) if valid is not None and len(valid.histories) else None
+    eval_seconds = 0.0  # what one evaluation takes, reserved by the budget
+    if eval_cases is not None and cfg.budget_seconds > 0 and rank == 0:
+        eval_cases, eval_seconds, note = _fit_evaluation(net, eval_cases, default_type, cfg)
+        if note:
+            notes.append(note)
+            log.info("mtrl: %s", note)
     # The proposal, q_range and heads above come from every window; only the epochs shrink.
     pool, max_epochs, warm_start = np.arange(len(win)), cfg.max_epochs, None
     if warm and fine_tune:
@@ -229,11 +235,12 @@ def train(
         "device": str(device), "tasks": list(net.tasks),
         # The newest step this run learns from: the next warm start's new windows come after it.
         "data_end_us": int(steps.ts.max()),
+        "eval_users": 0 if eval_cases is None else len(eval_cases.histories),
     }
     best, best_state, bad, step, epoch = -1.0, None, 0, 0, 0
     curve: list[tuple[int, torch.Tensor]] = []  # (step, total loss) every 10 steps
     refit_scale = len(win) / max(len(pool), 1)  # the refit passes over every window
-    eval_seconds, spent, skip_eval = 0.0, False, False
+    spent, skip_eval = False, False
     for epoch in range(1, max_epochs + 1):
         t0 = time.perf_counter()
         # the same global batches on every rank (shared rng); each rank takes its share
@@ -272,7 +279,8 @@ def train(
                 break
             # budget: stop at the step that leaves just the time for an evaluation and the refit
             if cfg.budget_seconds > 0 and (world == 1 or step % 10 == 0):
-                spent, skip_eval = _budget_spent(cfg, t_start, t0, done, len(batches), refit_scale, eval_seconds, world, device)
+                spent, skip_eval = _budget_spent(cfg, t_start, t0, done, len(batches), refit_scale, eval_seconds,
+                                                 best_state is not None, world, device)
                 if spent:
                     meta["budget_stop"] = {"epoch": epoch, "step": step, "epoch_share": round(done / len(batches), 3),
                                            "budget_seconds": cfg.budget_seconds, "evaluated": not skip_eval}  # fmt: skip
@@ -346,7 +354,7 @@ REFIT_BUDGET_SHARE = 1 / 3
 
 def _budget_spent(
     cfg: MTRLConfig, t_start: float, t_epoch: float, done: int, n_batches: int, refit_scale: float,
-    eval_seconds: float, world: int, device: torch.device,
+    eval_seconds: float, evaluated: bool, world: int, device: torch.device,
 ) -> tuple[bool, bool]:
     """(stop, skip the evaluation): whether training must stop now to leave time for the epoch's
     evaluation and the refit (`refit_epochs` passes over every window, at this epoch's pace,
@@ -363,7 +371,43 @@ def _budget_spent(
     if world > 1:
         dist.broadcast(flag, 0)
     # Never unevaluated before a first evaluation: that one is what the run keeps.
-    return bool(flag[0]), bool(flag[0] and flag[1] and eval_seconds > 0)
+    return bool(flag[0]), bool(flag[0] and flag[1] and evaluated)
+
+
+# One evaluation may take at most this share of the training budget: an evaluation over a
+# catalogue of a million items costs minutes for 20,000 users, and its cost cannot be learned
+# from a first evaluation that already spent it. Users evaluated are cut to fit.
+EVAL_BUDGET_SHARE = 0.1
+# The two probe sizes that time an evaluation before training: the difference of their times is
+# the cost per user, and what is left of the larger the fixed cost (the item table).
+PROBE_USERS = (64, 256)
+
+
+def _fit_evaluation(net: MTRLNet, cases: EvalCases, default_type: int, cfg: MTRLConfig) -> tuple[EvalCases, float, str]:
+    """(cases, seconds, note): the validation cases an evaluation within EVAL_BUDGET_SHARE of the
+    budget can hold, a random subset where all of them cannot, with the estimated seconds of one
+    evaluation and a note when users were cut. Timed on two small subsets before the first step
+    (the weights do not change the cost); sets no larger than the probe are not timed."""
+    small, large = PROBE_USERS
+    n = len(cases.histories)
+    if n <= large:
+        return cases, 0.0, ""
+    times = []
+    for size in PROBE_USERS:
+        t0 = time.perf_counter()
+        evaluate(net, _subset(cases, size, cfg.seed + size), default_type)
+        times.append(time.perf_counter() - t0)
+    per_user = max(times[1] - times[0], 0.0) / (large - small)
+    fixed = max(times[1] - per_user * large, 0.0)
+    allowed = EVAL_BUDGET_SHARE * cfg.budget_seconds
+    if fixed + per_user * n <= allowed:
+        return cases, fixed + per_user * n, ""
+    keep = max(large, int((allowed - fixed) / per_user) if per_user > 0 else n)
+    if keep >= n:
+        return cases, fixed + per_user * n, ""
+    note = (f"validation on {keep} of {n} users: an evaluation of all of them would take about "
+            f"{fixed + per_user * n:.0f} s, more than {EVAL_BUDGET_SHARE:.0%} of the {cfg.budget_seconds:g} s budget")  # fmt: skip
+    return _subset(cases, keep, cfg.seed), fixed + per_user * keep, note
 
 
 def _cpu_state(net: MTRLNet) -> dict:
