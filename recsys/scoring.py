@@ -2,9 +2,10 @@
 
 Three ways to get a block's (B, I) scores, one way to rank them:
 
-- fast path, for factorised models (see `Factorised`): item vectors are put on the device once;
-  per block, `user_vectors(histories)` (B, D) times the item matrix is one matmul on the
-  device (CPU or CUDA), written into a reused buffer;
+- fast path, for factorised models (see `Factorised`): item vectors are put on the device once,
+  `user_vectors(histories)` is asked for VECTOR_USERS users at a time, and per block its (B, D)
+  rows times the item matrix is one matmul on the device (CPU or CUDA), written into a reused
+  buffer;
 - a model whose score is more than a dot product may offer `block_scorer()`, a callable
   `(histories, events=None, out=None) -> (B, I) float32 tensor` that writes each block's
   scores into `out` (a buffer the ranker reuses, and then masks in place), and whose `width`
@@ -33,6 +34,10 @@ from recsys.models.base import Recommender
 # million items 1,024 users would be 4 GB, and a path holds two or three such matrices (scores,
 # logits, the item memory's rows). Up to 131,072 items the configured block is kept.
 BLOCK_BYTES = 512 << 20
+# Fast path: user vectors are asked for this many users at a time, a whole number of score
+# blocks. A model may pay a fixed cost per call (the mtrl item table, which passes every item's
+# text through a projection: at a million items it dwarfs a 134-user block's own work).
+VECTOR_USERS = 8192
 # With MMR on, the re-rank picks K out of this many x K best-scored items per user.
 MMR_POOL = 4
 # Explanations look at the user's last items only, as the models do.
@@ -121,13 +126,18 @@ class _Ranker:
             allowed[:n] = ~self.blocked[:n]
         return allowed
 
-    def _scores(self, histories: list[np.ndarray], events: list[np.ndarray] | None) -> torch.Tensor:
-        """(B, W) float32 scores on the device; W = allowed items (fast path) or the model's catalogue."""
+    def _user_vectors(self, histories: list[np.ndarray], events: list[np.ndarray] | None) -> torch.Tensor:
+        """(B, D) float32 user vectors on the device (fast path)."""
+        extra = {"events": events} if events is not None and reads_events(self.model) else {}
+        users = np.ascontiguousarray(self.model.user_vectors(histories, **extra), dtype=np.float32)
+        return torch.from_numpy(users).to(self.device)
+
+    def _scores(self, histories: list[np.ndarray], events: list[np.ndarray] | None, users: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, W) float32 scores on the device; W = allowed items (fast path, from `users`, the
+        block's user vectors) or the model's catalogue."""
         extra = {"events": events} if events is not None and reads_events(self.model) else {}
         if self.fast:
-            users = torch.from_numpy(np.ascontiguousarray(self.model.user_vectors(histories, **extra), dtype=np.float32))
-            users = users.to(self.device)
-            b, w = len(histories), self.item_t.shape[1]
+            b, w = len(users), self.item_t.shape[1]
             if self.buffer is None or self.buffer.shape[0] < b:  # the first block is the largest
                 self.buffer = torch.empty((b, w), dtype=torch.float32, device=self.device)
             out = self.buffer[:b]
@@ -186,9 +196,15 @@ class _Ranker:
         scores = np.full((n, k), -np.inf, dtype=np.float32)
         candidates = np.zeros(n, dtype=np.int64)
         block = self._block()
+        chunk = block * max(1, VECTOR_USERS // block)
+        vectors, v_lo = None, 0
         for lo in range(0, n, block):
             hi = min(lo + block, n)
-            s = self._scores(histories[lo:hi], None if events is None else events[lo:hi])
+            if self.fast and lo % chunk == 0:
+                v_lo, v_hi = lo, min(lo + chunk, n)
+                vectors = self._user_vectors(histories[v_lo:v_hi], None if events is None else events[v_lo:v_hi])
+            users = vectors[lo - v_lo : hi - v_lo] if self.fast else None
+            s = self._scores(histories[lo:hi], None if events is None else events[lo:hi], users)
             b, w = s.shape
             allowed = w if self.fast else int(self.allowed.sum())
             flat, removed = (None, np.zeros(b, np.int64)) if exclude is None else self._exclusions(exclude[lo:hi], w)

@@ -17,7 +17,7 @@ from recsys.models import build_model
 from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, load_checkpoint
 from recsys.models.mtrl.config import make_config
 from recsys.models.mtrl.inference import evaluate
-from recsys.models.mtrl.train import _build, train
+from recsys.models.mtrl.train import _budget_spent, _build, train
 from tests.test_mtrl_model import funnel_data, one_thread  # noqa: F401 (autouse fixture)
 
 SMALL = dict(max_len=8, d=16, n_heads=2, batch_size=32, warmup_steps=5)
@@ -168,6 +168,22 @@ def test_an_epoch_whose_evaluation_would_outlast_the_budget_goes_unevaluated(mon
     first, second = art.meta["history"]
     assert "ndcg@10" in first and "ndcg@10" not in second and art.meta["epoch"] == 1
     assert any("not evaluated" in n for n in art.meta["notes"])
+
+
+def test_a_budget_stop_early_in_an_epoch_leaves_it_unevaluated_once_an_evaluation_exists():
+    # A 100 s budget, 1 s a step, 100 steps an epoch, an evaluation 5 s, the refit capped at a
+    # third of the budget: with 90 s gone training stops.
+    cfg = make_config(budget_seconds=100.0, refit_epochs=1)
+    now = time.perf_counter()
+
+    def spent(elapsed: float, done: int, evaluated: bool) -> tuple[bool, bool]:
+        return _budget_spent(cfg, now - elapsed, now - done, done, 100, 1.0, 5.0, evaluated, 1, torch.device("cpu"))
+
+    assert spent(90.0, 1, evaluated=True) == (True, True)  # one step in: its evaluation goes to the refit
+    assert spent(90.0, 50, evaluated=True) == (True, False)  # half an epoch is worth evaluating
+    assert spent(90.0, 1, evaluated=False) == (True, False)  # the first evaluation is what the run keeps
+    assert spent(97.0, 50, evaluated=True) == (True, True)  # no time left for it
+    assert spent(10.0, 1, evaluated=True) == (False, False)
 
 
 def test_an_evaluation_too_costly_for_the_budget_is_timed_first_and_cut_to_fit(monkeypatch):

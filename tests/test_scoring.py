@@ -106,6 +106,20 @@ def test_a_huge_catalogue_is_ranked_in_smaller_blocks_with_the_same_lists(monkey
         np.testing.assert_allclose(ranked.scores, whole.scores, rtol=1e-5, atol=1e-6)
     assert sizes == [1, 7, 7, 7, 4]
 
+    # The fast path asks for user vectors a whole number of blocks at a time (VECTOR_USERS), not
+    # once a block: a model's per-call cost (the mtrl item table) is paid per chunk.
+    asked = []
+
+    class Vectors(Factorised):
+        def user_vectors(self, histories):
+            asked.append(len(histories))
+            return super().user_vectors(histories)
+
+    monkeypatch.setattr(scoring, "VECTOR_USERS", 15)
+    ranked = rank_users(Vectors(60), hist, 10, exclude=excl, block_users=1024)
+    np.testing.assert_array_equal(ranked.items, whole.items)
+    assert asked == [14, 11]
+
 
 def test_exclusions_and_unavailable_items_never_appear_and_short_lists_end_in_minus_inf():
     model = Factorised(12)

@@ -288,6 +288,7 @@ def train(
                                  f"the rest of the {cfg.budget_seconds:g} s budget is the refit's"
                                  + (f"; the epoch is not evaluated (that takes {eval_seconds:.0f} s), so the best "
                                     "evaluated weights are kept" if skip_eval else ""))  # fmt: skip
+                    log.info("mtrl: %s", notes[-1])
                     break
         seconds = time.perf_counter() - t0
         n_batches = max(len(batches), 1)
@@ -350,6 +351,10 @@ def train(
 # than the budget (10M events on a CPU), training still gets most of it and the refit a part of
 # an epoch, rather than the refit's estimate leaving nothing for training.
 REFIT_BUDGET_SHARE = 1 / 3
+# A budget stop this early in an epoch leaves it unevaluated (after a first evaluation): on a
+# million-item night the stop came one step into epoch 2, whose evaluation then cost the refit
+# a minute for weights one step from the last evaluated ones.
+EVAL_MIN_EPOCH_SHARE = 0.25
 
 
 def _budget_spent(
@@ -358,20 +363,22 @@ def _budget_spent(
 ) -> tuple[bool, bool]:
     """(stop, skip the evaluation): whether training must stop now to leave time for the epoch's
     evaluation and the refit (`refit_epochs` passes over every window, at this epoch's pace,
-    capped at REFIT_BUDGET_SHARE of the budget) inside `cfg.budget_seconds`; and whether what is
-    left cannot even hold the evaluation (a catalogue so large that one evaluation outlasts the
-    steps before it), so the epoch goes unevaluated and the best evaluated weights are kept.
-    Rank 0 decides for all."""
+    capped at REFIT_BUDGET_SHARE of the budget) inside `cfg.budget_seconds`; and whether the
+    stopped epoch goes unevaluated, keeping the best evaluated weights: where what is left cannot
+    even hold the evaluation (a catalogue so large that one evaluation outlasts the steps before
+    it), or where the epoch has run less than EVAL_MIN_EPOCH_SHARE of its steps (a few steps
+    change little, and the evaluation's time goes to the refit). Never before a first
+    evaluation (`evaluated`): that one is what the run keeps. Rank 0 decides for all."""
     now = time.perf_counter()
     epoch_estimate = (now - t_epoch) / done * n_batches
     refit = min(epoch_estimate * cfg.refit_epochs * refit_scale, REFIT_BUDGET_SHARE * cfg.budget_seconds)
     elapsed = now - t_start
-    flag = torch.tensor([float(elapsed + eval_seconds + refit > cfg.budget_seconds),
-                         float(elapsed + eval_seconds > cfg.budget_seconds)], device=device)  # fmt: skip
+    stop = elapsed + eval_seconds + refit > cfg.budget_seconds
+    skip = stop and evaluated and (elapsed + eval_seconds > cfg.budget_seconds or done / n_batches < EVAL_MIN_EPOCH_SHARE)
+    flag = torch.tensor([float(stop), float(skip)], device=device)
     if world > 1:
         dist.broadcast(flag, 0)
-    # Never unevaluated before a first evaluation: that one is what the run keeps.
-    return bool(flag[0]), bool(flag[0] and flag[1] and evaluated)
+    return bool(flag[0]), bool(flag[1])
 
 
 # One evaluation may take at most this share of the training budget: an evaluation over a
