@@ -177,13 +177,34 @@ def test_a_budget_stop_early_in_an_epoch_leaves_it_unevaluated_once_an_evaluatio
     now = time.perf_counter()
 
     def spent(elapsed: float, done: int, evaluated: bool) -> tuple[bool, bool]:
-        return _budget_spent(cfg, now - elapsed, now - done, done, 100, 1.0, 5.0, evaluated, 1, torch.device("cpu"))
+        return _budget_spent(cfg, now - elapsed, now - done, done, 100, 1.0, 5.0, evaluated, 1, torch.device("cpu"))[:2]
 
     assert spent(90.0, 1, evaluated=True) == (True, True)  # one step in: its evaluation goes to the refit
     assert spent(90.0, 50, evaluated=True) == (True, False)  # half an epoch is worth evaluating
     assert spent(90.0, 1, evaluated=False) == (True, False)  # the first evaluation is what the run keeps
     assert spent(97.0, 50, evaluated=True) == (True, True)  # no time left for it
     assert spent(10.0, 1, evaluated=True) == (False, False)
+
+
+def test_with_a_budget_the_learning_rate_falls_linearly_to_nothing_where_the_loop_must_stop():
+    # A 100 s budget, 40 s gone, an evaluation 5 s and the refit a third of the budget: the loop
+    # must stop at 61.7 s, so 21.7 of its 61.7 s are left, and that share of the rate.
+    now = time.perf_counter()
+
+    def share(cfg, elapsed: float) -> float:
+        return _budget_spent(cfg, now - elapsed, now - 1.0, 1, 100, 1.0, 5.0, True, 1, torch.device("cpu"))[2]
+
+    decayed = make_config(budget_seconds=100.0, refit_epochs=1)
+    assert share(decayed, 40.0) == pytest.approx(21.67 / 61.67, abs=0.01)
+    assert share(decayed, 1.0) == pytest.approx(1.0, abs=0.02) and share(decayed, 70.0) == 0.0
+    assert share(make_config(budget_seconds=100.0, budget_lr_decay=False), 40.0) == 1.0
+    # Epochs of 10 s (the refit then 10 s too, so the loop must stop at 85 s): two of them end
+    # long before, so the budget does not bind, the rate stays, and the run is deterministic;
+    # forty would not.
+    def bound(max_epochs: int) -> float:
+        return _budget_spent(decayed, now - 40.0, now - 1.0, 1, 10, 1.0, 5.0, True, 1, torch.device("cpu"), None, max_epochs)[2]
+
+    assert bound(2) == 1.0 and bound(40) < 1.0
 
 
 def test_an_evaluation_too_costly_for_the_budget_is_timed_first_and_cut_to_fit(monkeypatch):

@@ -44,9 +44,10 @@ class Artifact:
 # ------------------------------------------------------------------ helpers
 
 
-def lr_at(step: int, cfg: MTRLConfig) -> float:
-    """Linear warm-up over warmup_steps, then constant (early stopping ends the run)."""
-    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+def lr_at(step: int, cfg: MTRLConfig, share: float = 1.0) -> float:
+    """Linear warm-up over warmup_steps, then constant (early stopping ends the run), times
+    `share`: what a budget's decay leaves of it (`_budget_spent`)."""
+    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1)) * share
 
 
 def adapt_config(cfg: MTRLConfig, steps: Steps, win: Windows, text: np.ndarray | None) -> tuple[MTRLConfig, list[str]]:
@@ -240,7 +241,7 @@ def train(
     best, best_state, bad, step, epoch = -1.0, None, 0, 0, 0
     curve: list[tuple[int, torch.Tensor]] = []  # (step, total loss) every 10 steps
     refit_scale = len(win) / max(len(pool), 1)  # the refit passes over every window
-    spent, skip_eval = False, False
+    spent, skip_eval, lr_share, t_loop = False, False, 1.0, time.perf_counter()
     for epoch in range(1, max_epochs + 1):
         t0 = time.perf_counter()
         # the same global batches on every rank (shared rng); each rank takes its share
@@ -252,7 +253,7 @@ def train(
         for done, idx in enumerate(bar, 1):
             # schedule
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
+                g["lr"] = lr_at(step, cfg, lr_share)
             # forward / backward
             batch = to_batch(win, idx, device, cfg.gap_dropout, local_rng)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -279,8 +280,9 @@ def train(
                 break
             # budget: stop at the step that leaves just the time for an evaluation and the refit
             if cfg.budget_seconds > 0 and (world == 1 or step % 10 == 0):
-                spent, skip_eval = _budget_spent(cfg, t_start, t0, done, len(batches), refit_scale, eval_seconds,
-                                                 best_state is not None, world, device)
+                spent, skip_eval, share = _budget_spent(cfg, t_start, t0, done, len(batches), refit_scale, eval_seconds,
+                                                        best_state is not None, world, device, t_loop, max_epochs)
+                lr_share = min(lr_share, share)  # once falling, never up again
                 if spent:
                     meta["budget_stop"] = {"epoch": epoch, "step": step, "epoch_share": round(done / len(batches), 3),
                                            "budget_seconds": cfg.budget_seconds, "evaluated": not skip_eval}  # fmt: skip
@@ -293,7 +295,8 @@ def train(
         seconds = time.perf_counter() - t0
         n_batches = max(len(batches), 1)
         n_seq = sum(len(b) for b in batches) * world
-        row = {"epoch": epoch, "step": step, "seconds": round(seconds, 2), "seq_per_s": round(n_seq / seconds, 1)}
+        row = {"epoch": epoch, "step": step, "seconds": round(seconds, 2), "seq_per_s": round(n_seq / seconds, 1),
+               "lr": float(f"{lr_at(step, cfg, lr_share):.3g}")}
         row.update({f"loss_{k}": round(float(v) / n_batches, 4) for k, v in sums.items()})
         if cfg.weighting == "uncertainty":
             row["weights"] = net.task_weights.weights()
@@ -359,26 +362,37 @@ EVAL_MIN_EPOCH_SHARE = 0.25
 
 def _budget_spent(
     cfg: MTRLConfig, t_start: float, t_epoch: float, done: int, n_batches: int, refit_scale: float,
-    eval_seconds: float, evaluated: bool, world: int, device: torch.device,
-) -> tuple[bool, bool]:
-    """(stop, skip the evaluation): whether training must stop now to leave time for the epoch's
+    eval_seconds: float, evaluated: bool, world: int, device: torch.device, t_loop: float | None = None,
+    max_epochs: int = 0,
+) -> tuple[bool, bool, float]:
+    """(stop, skip the evaluation, learning-rate share): whether training must stop now to leave time for the epoch's
     evaluation and the refit (`refit_epochs` passes over every window, at this epoch's pace,
     capped at REFIT_BUDGET_SHARE of the budget) inside `cfg.budget_seconds`; and whether the
     stopped epoch goes unevaluated, keeping the best evaluated weights: where what is left cannot
     even hold the evaluation (a catalogue so large that one evaluation outlasts the steps before
     it), or where the epoch has run less than EVAL_MIN_EPOCH_SHARE of its steps (a few steps
     change little, and the evaluation's time goes to the refit). Never before a first
-    evaluation (`evaluated`): that one is what the run keeps. Rank 0 decides for all."""
+    evaluation (`evaluated`): that one is what the run keeps. The share of the learning rate
+    left (`budget_lr_decay`) falls linearly from 1 at the loop's first step (`t_loop`) to 0 where
+    the time left is what the evaluation and the refit need, in a run the budget binds:
+    `max_epochs` epochs at this pace would not end before then. A run the budget does not bind
+    keeps the constant rate, so it stays deterministic for a seed. Rank 0 decides for all, so
+    every rank steps with the same rate."""
     now = time.perf_counter()
     epoch_estimate = (now - t_epoch) / done * n_batches
     refit = min(epoch_estimate * cfg.refit_epochs * refit_scale, REFIT_BUDGET_SHARE * cfg.budget_seconds)
     elapsed = now - t_start
     stop = elapsed + eval_seconds + refit > cfg.budget_seconds
     skip = stop and evaluated and (elapsed + eval_seconds > cfg.budget_seconds or done / n_batches < EVAL_MIN_EPOCH_SHARE)
-    flag = torch.tensor([float(stop), float(skip)], device=device)
+    share = 1.0
+    end = t_start + cfg.budget_seconds - eval_seconds - refit  # where the loop must stop
+    begin = t_start if t_loop is None else t_loop
+    if cfg.budget_lr_decay and (not max_epochs or begin + max_epochs * epoch_estimate > end):
+        share = min(max((end - now) / max(end - begin, 1e-9), 0.0), 1.0)
+    flag = torch.tensor([float(stop), float(skip), share], device=device)
     if world > 1:
         dist.broadcast(flag, 0)
-    return bool(flag[0]), bool(flag[1])
+    return bool(flag[0]), bool(flag[1]), float(flag[2])
 
 
 # One evaluation may take at most this share of the training budget: an evaluation over a
