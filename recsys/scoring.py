@@ -135,7 +135,6 @@ class _Ranker:
     def _scores(self, histories: list[np.ndarray], events: list[np.ndarray] | None, users: torch.Tensor | None = None) -> torch.Tensor:
         """(B, W) float32 scores on the device; W = allowed items (fast path, from `users`, the
         block's user vectors) or the model's catalogue."""
-        extra = {"events": events} if events is not None and reads_events(self.model) else {}
         if self.fast:
             b, w = len(users), self.item_t.shape[1]
             if self.buffer is None or self.buffer.shape[0] < b:  # the first block is the largest
@@ -143,6 +142,7 @@ class _Ranker:
             out = self.buffer[:b]
             torch.matmul(users, self.item_t, out=out)
             return out
+        extra = {"events": events} if events is not None and reads_events(self.model) else {}
         if self.scorer is not None:
             # Scored into one buffer that is then masked and ranked in place: no (B, I) copies.
             out = self.scorer(histories, out=self.buffer, **extra)

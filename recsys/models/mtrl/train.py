@@ -421,9 +421,8 @@ def _fit_evaluation(net: MTRLNet, cases: EvalCases, default_type: int, cfg: MTRL
     per_user = max(times[1] - times[0], 0.0) / (large - small)
     fixed = max(times[1] - per_user * large, 0.0)
     allowed = EVAL_BUDGET_SHARE * cfg.budget_seconds
-    if fixed + per_user * n <= allowed:
-        return cases, fixed + per_user * n, ""
-    keep = max(large, int((allowed - fixed) / per_user) if per_user > 0 else n)
+    fits = fixed + per_user * n <= allowed or per_user <= 0
+    keep = n if fits else max(large, int((allowed - fixed) / per_user))
     if keep >= n:
         return cases, fixed + per_user * n, ""
     note = (f"validation on {keep} of {n} users: an evaluation of all of them would take about "
