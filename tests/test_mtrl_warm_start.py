@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,8 @@ from recsys.config import load_settings
 from recsys.data.interactions import Interactions
 from recsys.models import build_model
 from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
-from recsys.models.mtrl.train import train
+from recsys.models.mtrl.config import with_changes
+from recsys.models.mtrl.train import train, training_windows
 from tests.test_mtrl_model import one_thread  # noqa: F401 (autouse fixture)
 
 DAY = 86_400_000_000
@@ -65,6 +68,25 @@ def test_the_refit_trains_every_window(champion):
     net, meta = load_checkpoint(champion / WEIGHTS_FILE)
     refit = train(net.cfg, NEW, init=(net, meta), progress=False, fine_tune=False)
     assert "warm_start" not in refit.meta and refit.meta["history"][0]["step"] == 10
+
+
+def test_a_refit_the_budget_cannot_hold_trains_every_new_window_then_older_ones_to_fill_it(champion):
+    net, meta = load_checkpoint(champion / WEIGHTS_FILE)
+    _, win = training_windows(net.cfg, NEW)
+    new = win.last_ts > meta["data_end_us"]
+    assert new.sum() == N_NEW
+    # a pace at which the budget holds the new windows' positions and 20 older windows' worth
+    mean_old = win.length[~new].mean()
+    holds = int(win.length[new].sum()) + math.ceil(20 * mean_old)
+    budget = 1e6  # so that the milliseconds spent before the loop do not change the count
+    early = {**meta, "position_seconds": budget / (holds + 0.5)}
+    refit = train(with_changes(net.cfg, budget_seconds=budget), NEW, init=(net, early), progress=False, fine_tune=False)
+    assert f"refit on {N_NEW} new and 20 older of 80 windows" in " ".join(refit.meta["notes"])
+    assert refit.meta["history"][0]["step"] == 4  # 30 windows in batches of 8
+
+    roomy = {**meta, "position_seconds": budget / (win.length.sum() + 1)}  # every window fits: the full epoch
+    full = train(with_changes(net.cfg, budget_seconds=budget), NEW, init=(net, roomy), progress=False, fine_tune=False)
+    assert not any(n.startswith("refit on") for n in full.meta["notes"]) and full.meta["history"][0]["step"] == 10
 
 
 def test_incompatible_champion_falls_back_to_a_full_run(champion):

@@ -106,6 +106,9 @@ class MTRLModel:
                                   "seconds": refit.meta.get("seconds")}  # fmt: skip
             if "budget_stop" in refit.meta:
                 self.meta["refit"]["budget_stop"] = refit.meta["budget_stop"]
+            said = [n for n in refit.meta["notes"] if not n.startswith("warm start")]  # it starts from self.net
+            if said:
+                self.meta["refit"]["notes"] = said
         if refit_data is not None:
             # The memory and the prior count the refit log too, keeping their weights.
             if self.memory is not None:

@@ -85,10 +85,11 @@ def effective_config(cfg: MTRLConfig, data: Interactions, text: np.ndarray | Non
     return adapt_config(cfg, *training_windows(cfg, data), text)
 
 
-def warm_windows(cfg: MTRLConfig, win: Windows, champion: dict) -> tuple[np.ndarray, np.ndarray] | str:
+def warm_windows(cfg: MTRLConfig, win: Windows, champion: dict, replay: int | None = None) -> tuple[np.ndarray, np.ndarray] | str:
     """(new, replayed) window indices a warm start trains on: those predicting a step newer
-    than the champion's training data, and a seeded `replay_share` of the older ones. Where the
-    champion does not say when its data ended, or nothing is newer, why all windows train."""
+    than the champion's training data, and a seeded sample of the older ones, `replay_share`
+    of them or `replay` where given. Where the champion does not say when its data ended, or
+    nothing is newer, why all windows train."""
     end = champion.get("data_end_us")
     if end is None:
         return "warm start trains on all windows: the champion does not record data_end_us"
@@ -96,8 +97,9 @@ def warm_windows(cfg: MTRLConfig, win: Windows, champion: dict) -> tuple[np.ndar
     if not is_new.any():
         return "warm start trains on all windows: none predicts a step newer than the champion's data"
     old = np.flatnonzero(~is_new)
-    replay = np.random.default_rng([cfg.seed, 1]).choice(old, round(cfg.replay_share * len(old)), replace=False)
-    return np.flatnonzero(is_new), np.sort(replay)
+    n = round(cfg.replay_share * len(old)) if replay is None else min(max(replay, 0), len(old))
+    replay_idx = np.random.default_rng([cfg.seed, 1]).choice(old, n, replace=False)
+    return np.flatnonzero(is_new), np.sort(replay_idx)
 
 
 def dist_setup(device: torch.device) -> tuple[int, int]:
@@ -230,6 +232,14 @@ def train(
             warm_start = {"new_windows": len(new), "replay_windows": len(replay)}
             notes.append(f"warm start fine-tunes on {len(new)} new and {len(replay)} replayed of {len(win)} windows")
 
+    refit_bound = False  # a refit the budget cannot give every window: it decays over what it has
+    if warm and not fine_tune and cfg.budget_seconds > 0:
+        picked = _refit_pool(cfg, win, init[1], t_start, world, device)
+        if picked is not None:
+            pool, note = picked
+            refit_bound = True
+            notes.append(note)
+
     meta = {
         "fingerprint": fingerprint(data), "n_windows": len(win), "n_steps": int(len(steps.item)),
         "default_type": default_type, "notes": notes, "history": [], "world_size": world,
@@ -242,12 +252,14 @@ def train(
     curve: list[tuple[int, torch.Tensor]] = []  # (step, total loss) every 10 steps
     refit_scale = len(win) / max(len(pool), 1)  # the refit passes over every window
     spent, skip_eval, lr_share, t_loop = False, False, 1.0, time.perf_counter()
+    trained = 0  # positions trained on, all ranks: the pace a budget-bound refit is sized by
     for epoch in range(1, max_epochs + 1):
         t0 = time.perf_counter()
         # the same global batches on every rank (shared rng); each rank takes its share
         batches = length_batches(rng.permutation(pool), win.length, cfg.batch_size, cfg.batch_positions, rng)
         batches = [b[rank::world] for b in batches if len(b) >= world]
         sums: dict[str, torch.Tensor] = {}  # on the device: no host sync per step
+        epoch_windows = 0
         net.train()
         bar = tqdm(batches, desc=f"mtrl epoch {epoch}", disable=not progress or rank != 0 or not sys.stderr.isatty(), leave=False, unit="batch")
         for done, idx in enumerate(bar, 1):
@@ -269,6 +281,8 @@ def train(
                     for p_t, p in zip(target_net.parameters(), net.parameters()):
                         p_t.lerp_(p, cfg.tau)
             step += 1
+            trained += int(win.length[idx].sum()) * world
+            epoch_windows += len(idx) * world
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v.float()
             # log
@@ -281,7 +295,8 @@ def train(
             # budget: stop at the step that leaves just the time for an evaluation and the refit
             if cfg.budget_seconds > 0 and (world == 1 or step % 10 == 0):
                 spent, skip_eval, share = _budget_spent(cfg, t_start, t0, done, len(batches), refit_scale, eval_seconds,
-                                                        best_state is not None, world, device, t_loop, max_epochs)
+                                                        best_state is not None, world, device, t_loop,
+                                                        0 if refit_bound else max_epochs)
                 lr_share = min(lr_share, share)  # once falling, never up again
                 if spent:
                     meta["budget_stop"] = {"epoch": epoch, "step": step, "epoch_share": round(done / len(batches), 3),
@@ -294,8 +309,7 @@ def train(
                     break
         seconds = time.perf_counter() - t0
         n_batches = max(len(batches), 1)
-        n_seq = sum(len(b) for b in batches) * world
-        row = {"epoch": epoch, "step": step, "seconds": round(seconds, 2), "seq_per_s": round(n_seq / seconds, 1),
+        row = {"epoch": epoch, "step": step, "seconds": round(seconds, 2), "seq_per_s": round(epoch_windows / seconds, 1),
                "lr": float(f"{lr_at(step, cfg, lr_share):.3g}")}
         row.update({f"loss_{k}": round(float(v) / n_batches, 4) for k, v in sums.items()})
         if cfg.weighting == "uncertainty":
@@ -345,6 +359,7 @@ def train(
     meta.update(
         loss_curve=[(s, round(float(v), 4)) for s, v in curve],
         epochs_run=epoch, seconds=round(total, 2), train_seconds=round(train_s, 2),
+        position_seconds=train_s / max(trained, 1),
         seq_per_s=round(sum(r["seq_per_s"] for r in meta["history"]) / max(len(meta["history"]), 1), 1),
     )
     return Artifact(net.cpu().eval(), cfg, meta)
@@ -393,6 +408,35 @@ def _budget_spent(
     if world > 1:
         dist.broadcast(flag, 0)
     return bool(flag[0]), bool(flag[1]), float(flag[2])
+
+
+def _refit_pool(cfg: MTRLConfig, win: Windows, early: dict, t_start: float, world: int, device: torch.device) -> tuple[np.ndarray, str] | None:
+    """(windows, note) for a refit whose budget cannot pass over every window, or None where it
+    can (or the early-stopped run's pace or data end is unknown). The refit exists to learn the
+    days early stopping held out, so its windows are every one that predicts a step newer than
+    the early-stopped run's data, then a seeded sample of the older ones filling what is left
+    of the budget at that run's pace (`position_seconds`, per real position: recent windows
+    are the full ones); a random part of an epoch would leave the newest days half learnt.
+    Rank 0 sizes it for all ranks."""
+    pace, end = early.get("position_seconds"), early.get("data_end_us")
+    if not pace or end is None:
+        return None
+    loop = cfg.budget_seconds - (time.perf_counter() - t_start)
+    fits = torch.tensor([float(int(max(loop, 0.0) / pace))], device=device)
+    if world > 1:
+        dist.broadcast(fits, 0)
+    n = int(fits[0])  # positions the budget holds
+    if n >= int(win.length.sum()):
+        return None
+    is_new = win.last_ts > end
+    old_mean = float(win.length[~is_new].mean()) if (~is_new).any() else 1.0
+    picked = warm_windows(cfg, win, early, replay=int((n - int(win.length[is_new].sum())) / old_mean))
+    if isinstance(picked, str):
+        return None
+    new, replay = picked
+    note = (f"refit on {len(new)} new and {len(replay)} older of {len(win)} windows: the {cfg.budget_seconds:.0f} s "
+            f"left hold about {n} positions at the early-stopped run's pace; the learning rate falls to nothing over them")  # fmt: skip
+    return np.concatenate([new, replay]), note
 
 
 # One evaluation may take at most this share of the training budget: an evaluation over a
