@@ -422,7 +422,8 @@ def _refit_pool(cfg: MTRLConfig, win: Windows, early: dict, t_start: float, worl
     if not pace or end is None:
         return None
     loop = cfg.budget_seconds - (time.perf_counter() - t_start)
-    fits = torch.tensor([float(int(max(loop, 0.0) / pace))], device=device)
+    # int64: a 10M-event log has more positions than float32 counts exactly
+    fits = torch.tensor([int(max(loop, 0.0) / pace)], dtype=torch.int64, device=device)
     if world > 1:
         dist.broadcast(fits, 0)
     n = int(fits[0])  # positions the budget holds
