@@ -8,7 +8,7 @@ import pytest
 from recsys.evaluate.protocol import EvalCases
 from recsys.models import build_model, load_model
 from recsys.models.mtrl.blend import (
-    Blend, bucket_of, choose_blend, combine, one_se_choice, popularity_log, reward_ndcg, target_gains,
+    Blend, RewardNDCG, bucket_of, choose_blend, combine, one_se_choice, popularity_log, reward_ndcg, target_gains,
 )
 from recsys.scoring import is_factorised
 from tests.test_mtrl_model import funnel_data, one_thread  # noqa: F401 - one_thread: autouse fixture
@@ -27,6 +27,9 @@ def test_reward_ndcg_by_hand():
     np.testing.assert_allclose(reward_ndcg(top, targets, gains), [expected, 0.0])
     # equal gains: plain NDCG@3
     np.testing.assert_allclose(reward_ndcg(top, targets, [np.ones(2), np.ones(1)])[0], 1.0)
+    # the same rankings for chosen users of the cases (the prior's buckets): user 0 alone
+    np.testing.assert_allclose(RewardNDCG(targets, gains, 3)(top[:1], np.array([0])), [expected])
+    np.testing.assert_allclose(RewardNDCG(targets, gains, 3)(top[[0, 0]], np.array([1, 0])), [0.0, expected])
 
 
 def test_target_gains_use_the_reward_of_the_deepest_behaviour_with_a_floor():
@@ -155,3 +158,34 @@ def test_reasons_in_blocks_name_the_same_history_item_as_the_per_user_explanatio
     for u in range(2):
         assert [f"because of {i}" for i in because[u]] == model.explain(hist[u], items[u])
     assert (because[2] == -1).all()  # no history: no reason from it
+
+
+@pytest.mark.parametrize("shortlist", [2, 5, 12])
+def test_the_shortlisted_top_k_is_the_whole_catalogue_top_k(monkeypatch, shortlist):
+    """Random parts, memory and prior over 200 items: every candidate blend's top 10 from the
+    shortlists (proven by the bound, or ranked in full where it cannot be) is the one ranking
+    the whole catalogue gives, and so is the choice; short lists force the fallback often."""
+    import recsys.models.mtrl.blend as blend_module
+
+    rng = np.random.default_rng(3)
+    n, width = 60, 200
+    parts = {name: rng.normal(size=(n, width)).astype(np.float32) for name in ("rank", "q", "buy")}
+    memory_log = np.where(rng.random((n, width)) < 0.05, rng.normal(size=(n, width)), -13.8).astype(np.float32)
+    pop_log = popularity_log(rng.integers(0, 50, width - 20))  # 20 items newer than the prior
+    lengths = rng.integers(1, 15, n)
+    hist = [rng.choice(width, size=ln, replace=False) for ln in lengths]
+    targets = [rng.choice(width, size=3, replace=False) for _ in range(n)]
+    cases = EvalCases(np.arange(n), hist, targets, [np.unique(h) for h in hist], [np.array([VIEW, CLICK, BUY])] * n)
+    seen = blend_module.seen_mask(cases, width)
+
+    monkeypatch.setattr(blend_module, "SHORTLIST", shortlist)
+    ranked = blend_module.ServedTopK(parts, memory_log, pop_log, seen, lengths, 10)
+    assert not ranked.exact
+    for b in (Blend(), Blend(memory=2.0, q=0.5, buy=1.0, pop=(8.0, 1.0, 0.25, 0.0)), Blend(pop=(4.0,) * 4)):
+        whole = blend_module.top_of(combine(parts, b, lengths, memory_log, pop_log), seen, 10)
+        np.testing.assert_array_equal(ranked(b), whole)
+    gains = target_gains(cases, REWARDS, 0.1)
+    chosen = choose_blend(parts, cases, gains, memory_log, pop_log)
+    monkeypatch.setattr(blend_module, "SHORTLIST", width)  # one list holds the catalogue: ranked in full
+    assert blend_module.ServedTopK(parts, memory_log, pop_log, seen, lengths, 10).exact
+    assert choose_blend(parts, cases, gains, memory_log, pop_log) == chosen

@@ -138,6 +138,9 @@ def combine(parts: dict[str, np.ndarray], blend: Blend, lengths: np.ndarray, mem
         s += blend.memory * memory_log
     if pop_log is not None and any(w > 0 for w in blend.pop):
         w = np.asarray(blend.pop, np.float32)[bucket_of(lengths)]  # (B,)
+        if pop_log.ndim == 2:  # already per row (ServedTopK's candidates)
+            s += w[:, None] * pop_log
+            return s
         if len(pop_log) < s.shape[1]:  # items newer than the prior: as rare as its rarest
             pop_log = np.pad(pop_log, (0, s.shape[1] - len(pop_log)), constant_values=pop_log.min(initial=0.0))
         s += w[:, None] * pop_log[None, : s.shape[1]]
@@ -154,15 +157,41 @@ def target_gains(cases: EvalCases, rewards, gain_floor: float) -> list[np.ndarra
 def reward_ndcg(top: np.ndarray, targets: list[np.ndarray], gains: list[np.ndarray]) -> np.ndarray:
     """(U, K) ranked items -> (U,) gain-weighted NDCG@K: sum_r g(item_r) / log2(r + 2) over the
     ideal order of the user's gains. Range [0, 1]; with equal gains it is plain NDCG@K."""
-    k = top.shape[1]
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    out = np.zeros(len(top))
-    for u, (t, g) in enumerate(zip(targets, gains)):
-        lookup = dict(zip(t.tolist(), g.tolist()))
-        dcg = sum(lookup.get(int(i), 0.0) * d for i, d in zip(top[u], disc))
-        ideal = np.sort(g)[::-1][:k] @ disc[: min(k, len(g))]
-        out[u] = dcg / ideal if ideal > 0 else 0.0
-    return out
+    return RewardNDCG(targets, gains, top.shape[1])(top)
+
+
+class RewardNDCG:
+    """reward_ndcg for many rankings of the same cases: the targets' lookup and each user's
+    ideal DCG are built once (the blend's choice ranks the same users some 80 times)."""
+
+    def __init__(self, targets: list[np.ndarray], gains: list[np.ndarray], k: int):
+        self.k = k
+        self.disc = 1.0 / np.log2(np.arange(2, k + 2))
+        counts = np.array([len(t) for t in targets], np.int64)
+        user = np.repeat(np.arange(len(targets), dtype=np.int64), counts)
+        item = np.concatenate([np.asarray(t, np.int64) for t in targets]) if len(targets) else np.zeros(0, np.int64)
+        gain = np.concatenate([np.asarray(g, np.float64) for g in gains]) if len(gains) else np.zeros(0)
+        self.width = int(item.max(initial=0)) + 1
+        keys = user * self.width + item
+        order = np.argsort(keys, kind="stable")
+        keys, gain = keys[order], gain[order]
+        last = np.r_[keys[1:] != keys[:-1], True] if len(keys) else np.zeros(0, bool)  # a repeated target: its last gain
+        self.keys, self.gain = keys[last], gain[last]
+        padded = np.zeros((len(targets), max(int(counts.max(initial=0)), k)))
+        padded[np.arange(len(padded)).repeat(counts), np.concatenate([np.arange(c) for c in counts]) if len(counts) else []] = gain[np.argsort(order)]
+        self.ideal = -np.sort(-padded, axis=1)[:, :k] @ self.disc  # (U,)
+
+    def __call__(self, top: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """(n,) NDCG of each ranking; row i of `top` is user rows[i] (default: user i)."""
+        top = np.asarray(top, np.int64)
+        n, k = top.shape
+        users = (np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64))[:, None]
+        keys = np.where(top < self.width, users * self.width + top, -1)
+        at = np.minimum(np.searchsorted(self.keys, keys), max(len(self.keys) - 1, 0))
+        hit = (self.keys[at] == keys) if len(self.keys) else np.zeros_like(keys, bool)
+        dcg = np.where(hit, self.gain[at] if len(self.keys) else 0.0, 0.0) @ self.disc[:k]
+        ideal = self.ideal[users[:, 0]]
+        return np.divide(dcg, ideal, out=np.zeros(n), where=ideal > 0)
 
 
 def choose_blend(
@@ -172,27 +201,30 @@ def choose_blend(
     memory_log: np.ndarray | None,
     pop_log: np.ndarray | None,
     k: int = 10,
+    memory: float | None = None,
 ) -> Blend:
     """Coordinate ascent over GRIDS on the cases' gain-weighted NDCG@k (see module docstring).
 
-    `parts`, `memory_log` (B, I) are for exactly `cases`' histories; `pop_log` (I,) or None.
+    `parts`, `memory_log` (B, I) are for exactly `cases`' histories; `pop_log` (I,) or None;
+    `memory`: a configured memory weight, kept while the other weights are chosen beside it.
     """
     lengths = np.array([len(h) for h in cases.histories])
     buckets = bucket_of(lengths)
-    width = parts["rank"].shape[1]
-    seen = np.zeros((len(cases.histories), width), dtype=bool)
-    for u, e in enumerate(cases.exclude):
-        seen[u, e[e < width]] = True
+    ranked = ServedTopK(parts, memory_log, pop_log, seen_mask(cases, parts["rank"].shape[1]), lengths, k)
+    score = RewardNDCG(cases.targets, gains, k)
+    choice_rows = [np.flatnonzero(_choice_users(buckets, b)) for b in range(len(PRIOR_BUCKETS) + 1)]
+    done: dict[tuple, np.ndarray] = {}  # a blend the second pass meets again is not ranked twice
 
-    def per_user(b: Blend) -> np.ndarray:
-        s = combine(parts, b, lengths, memory_log, pop_log)
-        s[seen] = -np.inf
-        top = np.argpartition(-s, k, axis=1)[:, :k] if width > k else np.argsort(-s, axis=1)
-        order = np.take_along_axis(s, top, 1).argsort(axis=1)[:, ::-1]
-        return reward_ndcg(np.take_along_axis(top, order, 1), cases.targets, gains)
+    def per_user(b: Blend, bucket: int | None = None) -> np.ndarray:
+        """(U,) objective per user, or per user of `bucket`'s choice (choice_rows)."""
+        key = (b.memory, b.q, b.buy, tuple(b.pop), bucket)
+        if key not in done:
+            rows = None if bucket is None else choice_rows[bucket]
+            done[key] = score(ranked(b, rows), rows)
+        return done[key]
 
-    blend = Blend()
-    axes = [a for a in ("memory", "q", "buy") if (a in parts) or (a == "memory" and memory_log is not None)]
+    blend = Blend(memory=memory or 0.0)
+    axes = [a for a in ("memory", "q", "buy") if (a in parts) or (a == "memory" and memory_log is not None and memory is None)]
     record: dict[str, dict] = {}
     for _ in range(PASSES):
         for axis in axes:
@@ -204,17 +236,117 @@ def choose_blend(
             for b in range(len(pop)):
                 if not (buckets == b).any():
                     continue
-                mask = _choice_users(buckets, b)
                 users = {}
                 for w in GRIDS["pop"]:
                     pop[b] = w
-                    users[w] = per_user(_with(blend, "pop", tuple(pop)))[mask]
+                    users[w] = per_user(_with(blend, "pop", tuple(pop)), b)
                 pop[b] = one_se_choice(users)
-                record[f"pop[{b}]"] = {f"{w:g}": round(float(v.mean()), 5) for w, v in users.items()} | {"users": int(mask.sum())}
+                record[f"pop[{b}]"] = {f"{w:g}": round(float(v.mean()), 5) for w, v in users.items()} | {"users": len(choice_rows[b])}
             blend = _with(blend, "pop", tuple(pop))
     blend.chosen_on = {"objective": f"reward-weighted ndcg@{k} on {len(cases.histories)} validation users",
                        "final": round(float(per_user(blend).mean()), 5), "grids": record}  # fmt: skip
     return blend
+
+
+# Candidates per user and term: the served top-k is looked for among each term's SHORTLIST best
+# items (and the prior's), and proven there by a bound (ServedTopK).
+SHORTLIST = 100
+
+
+class ServedTopK:
+    """The served top-k (B, k) of any blend, as top_of(combine(...)) ranks it, without a pass
+    over the whole catalogue for every blend the choice tries.
+
+    Each user's candidates are the SHORTLIST best unseen items of every term (ranking head, Q,
+    pCTCVR, memory) and the prior's SHORTLIST most popular. An item outside them scores at most
+    the sum of the weighted SHORTLIST-th values of the terms (Fagin's threshold algorithm), so
+    where the k-th candidate scores above that bound the candidates' top k is the catalogue's;
+    the other users are ranked over the whole catalogue. Candidates' scores are combine's, the
+    same float32 operations in the same order. Weights are never negative (GRIDS).
+    """
+
+    def __init__(self, parts: dict[str, np.ndarray], memory_log, pop_log, seen: np.ndarray, lengths: np.ndarray, k: int):
+        self.parts, self.memory_log, self.seen, self.lengths, self.k = parts, memory_log, seen, lengths, k
+        n, width = parts["rank"].shape
+        if pop_log is not None and len(pop_log) < width:  # items newer than the prior: as rare as its rarest
+            pop_log = np.pad(pop_log, (0, width - len(pop_log)), constant_values=pop_log.min(initial=0.0))
+        self.pop_log = None if pop_log is None else pop_log[:width]
+        terms = {name: parts[name] for name in ("rank", "q", "buy") if name in parts}
+        if memory_log is not None:
+            terms["memory"] = memory_log
+        m = SHORTLIST
+        self.exact = m * (len(terms) + 1) >= width or n == 0
+        if self.exact:
+            return
+        cands, self.tau = [], {}
+        for name, term in terms.items():
+            masked = np.where(seen, -np.inf, term)
+            top = np.argpartition(-masked, m - 1, axis=1)[:, :m]
+            cands.append(top)
+            self.tau[name] = np.take_along_axis(masked, top, 1).min(1).astype(np.float64)  # (B,) the m-th best
+        if self.pop_log is not None:
+            top = np.argpartition(-self.pop_log, m - 1)[:m]
+            cands.append(np.broadcast_to(top, (n, m)))
+            self.tau["pop"] = float(self.pop_log[top].min())
+        cand = np.sort(np.concatenate(cands, axis=1), axis=1)
+        self.blocked = np.take_along_axis(seen, cand, 1)
+        self.blocked[:, 1:] |= cand[:, 1:] == cand[:, :-1]  # an item twice among the candidates counts once
+        self.cand = cand
+        self.gathered = {name: np.take_along_axis(term, cand, 1) for name, term in terms.items()}
+
+    def __call__(self, blend: Blend, rows: np.ndarray | None = None) -> np.ndarray:
+        """(B, k) items ranked best first, or (len(rows), k) for the users `rows` only."""
+        rows = np.arange(len(self.lengths)) if rows is None else rows
+        if self.exact:
+            return self._whole(blend, rows)
+        g = self.gathered
+        parts = {name: g[name][rows] for name in ("rank", "q", "buy") if name in g}
+        pop = None if self.pop_log is None else self.pop_log[self.cand[rows]]
+        s = combine(parts, blend, self.lengths[rows], g["memory"][rows] if "memory" in g else None, pop)
+        s[self.blocked[rows]] = -np.inf
+        pos = np.argpartition(-s, self.k - 1, axis=1)[:, : self.k]
+        kth = np.take_along_axis(s, pos, 1).min(1)
+        order = np.take_along_axis(s, pos, 1).argsort(axis=1)[:, ::-1]
+        top = np.take_along_axis(self.cand[rows], np.take_along_axis(pos, order, 1), 1)
+        bound = self._bound(blend, rows)
+        # float32 sums of an outside item may round above the exact bound: a margin covers it
+        unproven = np.flatnonzero(~(kth > bound + 1e-4 * (1.0 + np.abs(bound))))
+        if len(unproven):
+            top[unproven] = self._whole(blend, rows[unproven])
+        return top
+
+    def _whole(self, blend: Blend, rows: np.ndarray) -> np.ndarray:
+        """The top k of `rows` ranking the whole catalogue."""
+        memory_log = None if self.memory_log is None else self.memory_log[rows]
+        full = combine({name: p[rows] for name, p in self.parts.items()}, blend, self.lengths[rows], memory_log, self.pop_log)
+        return top_of(full, self.seen[rows], self.k)
+
+    def _bound(self, blend: Blend, rows: np.ndarray) -> np.ndarray:
+        """(len(rows),) the most any item outside a user's candidates can score under `blend`."""
+        tau = self.tau
+        bound = tau["rank"][rows]
+        for name, w in (("q", blend.q), ("buy", blend.buy), ("memory", blend.memory)):
+            if w > 0 and name in tau:
+                bound = bound + w * tau[name][rows]
+        if "pop" in tau and any(w > 0 for w in blend.pop):
+            bound = bound + np.asarray(blend.pop, np.float64)[bucket_of(self.lengths[rows])] * tau["pop"]
+        return bound
+
+
+def seen_mask(cases: EvalCases, width: int) -> np.ndarray:
+    """(B, width) bool: the items each case's history holds, which are never recommended."""
+    seen = np.zeros((len(cases.histories), width), dtype=bool)
+    for u, e in enumerate(cases.exclude):
+        seen[u, e[e < width]] = True
+    return seen
+
+
+def top_of(scores: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
+    """(B, I) scores -> (B, k) items ranked best first, `seen` excluded (scores overwritten)."""
+    scores[seen] = -np.inf
+    top = np.argpartition(-scores, k, axis=1)[:, :k] if scores.shape[1] > k else np.argsort(-scores, axis=1)
+    order = np.take_along_axis(scores, top, 1).argsort(axis=1)[:, ::-1]
+    return np.take_along_axis(top, order, 1)
 
 
 def one_se_choice(per_user: dict[float, np.ndarray]) -> float:
@@ -253,3 +385,52 @@ def popularity_log(counts: np.ndarray) -> np.ndarray:
     """Distinct-user counts (I,) -> log p_pop (I,), add-one smoothed so no item is impossible."""
     p = (np.asarray(counts, np.float64) + 1.0) / (float(np.sum(counts)) + len(counts))
     return np.log(p).astype(np.float32)
+
+
+class BlendChoice:
+    """Chooses the served blend for a trained network on validation cases (MTRLModel.fit).
+
+    memory: the item memory of the training log (or None); prior_counts: n_items -> the
+    prior's counts (or None, no prior); fixed_memory: a configured memory weight, kept while
+    the other weights are chosen beside it.
+    """
+
+    def __init__(self, memory, prior_counts, rewards, gain_floor: float, reward_blend: bool,
+                 fixed_memory: float | None, seed: int):  # fmt: skip
+        self.memory, self.prior_counts = memory, prior_counts
+        self.rewards, self.gain_floor, self.reward_blend = rewards, gain_floor, reward_blend
+        self.fixed_memory = 0.0 if memory is None else fixed_memory
+        self.seed = seed
+        self._priors: dict[int, np.ndarray] = {}
+
+    @property
+    def chooses(self) -> bool:
+        """Whether any weight is chosen (else the configured memory weight alone serves)."""
+        return self.reward_blend or self.fixed_memory is None
+
+    def prior(self, n_items: int) -> np.ndarray | None:
+        if self.prior_counts is None or not self.reward_blend:
+            return None
+        if n_items not in self._priors:
+            self._priors = {n_items: popularity_log(self.prior_counts(n_items))}
+        return self._priors[n_items]
+
+    def choice_cases(self, cases: EvalCases, n_items: int) -> EvalCases:
+        """A seeded subset of `cases` whose parts fit CHOICE_BYTES."""
+        n = choice_users(len(cases.users), n_items, 5)
+        if n >= len(cases.users):
+            return cases
+        keep = np.zeros(len(cases.users), bool)
+        keep[np.random.default_rng(self.seed).choice(len(cases.users), n, replace=False)] = True
+        return cases.subset(keep)
+
+    def choose(self, net: MTRLNet, cases: EvalCases, default_type: int) -> Blend:
+        """The blend for `net` on `cases` (already a choice subset)."""
+        parts = network_parts(net, cases.histories, default_type, cases.history_events)
+        if not self.reward_blend:
+            parts = {"rank": parts["rank"]}
+        gains = target_gains(cases, self.rewards, self.gain_floor)
+        memory_log = None
+        if self.memory is not None and self.fixed_memory != 0.0:
+            memory_log = self.memory.log_scores(cases.histories, net.n_items)
+        return choose_blend(parts, cases, gains, memory_log, self.prior(net.n_items), memory=self.fixed_memory)
