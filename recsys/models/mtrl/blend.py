@@ -138,12 +138,11 @@ def combine(parts: dict[str, np.ndarray], blend: Blend, lengths: np.ndarray, mem
         s += blend.memory * memory_log
     if pop_log is not None and any(w > 0 for w in blend.pop):
         w = np.asarray(blend.pop, np.float32)[bucket_of(lengths)]  # (B,)
-        if pop_log.ndim == 2:  # already per row (ServedTopK's candidates)
-            s += w[:, None] * pop_log
-            return s
-        if len(pop_log) < s.shape[1]:  # items newer than the prior: as rare as its rarest
-            pop_log = np.pad(pop_log, (0, s.shape[1] - len(pop_log)), constant_values=pop_log.min(initial=0.0))
-        s += w[:, None] * pop_log[None, : s.shape[1]]
+        if pop_log.ndim == 1:  # one row for the catalogue (else per row: ServedTopK's candidates)
+            if len(pop_log) < s.shape[1]:  # items newer than the prior: as rare as its rarest
+                pop_log = np.pad(pop_log, (0, s.shape[1] - len(pop_log)), constant_values=pop_log.min(initial=0.0))
+            pop_log = pop_log[None, : s.shape[1]]
+        s += w[:, None] * pop_log
     return s
 
 
@@ -165,32 +164,31 @@ class RewardNDCG:
     ideal DCG are built once (the blend's choice ranks the same users some 80 times)."""
 
     def __init__(self, targets: list[np.ndarray], gains: list[np.ndarray], k: int):
-        self.k = k
         self.disc = 1.0 / np.log2(np.arange(2, k + 2))
         counts = np.array([len(t) for t in targets], np.int64)
         user = np.repeat(np.arange(len(targets), dtype=np.int64), counts)
-        item = np.concatenate([np.asarray(t, np.int64) for t in targets]) if len(targets) else np.zeros(0, np.int64)
-        gain = np.concatenate([np.asarray(g, np.float64) for g in gains]) if len(gains) else np.zeros(0)
+        item = np.concatenate([np.asarray(t, np.int64) for t in targets] + [np.zeros(0, np.int64)])
+        gain = np.concatenate([np.asarray(g, np.float64) for g in gains] + [np.zeros(0)])
         self.width = int(item.max(initial=0)) + 1
         keys = user * self.width + item
         order = np.argsort(keys, kind="stable")
-        keys, gain = keys[order], gain[order]
-        last = np.r_[keys[1:] != keys[:-1], True] if len(keys) else np.zeros(0, bool)  # a repeated target: its last gain
-        self.keys, self.gain = keys[last], gain[last]
+        last = np.r_[keys[order][1:] != keys[order][:-1], True]  # a repeated target: its last gain
+        # a sentinel above every key: every lookup lands on an entry
+        self.keys = np.r_[keys[order][last], np.iinfo(np.int64).max]
+        self.gain = np.r_[gain[order][last], 0.0]
         padded = np.zeros((len(targets), max(int(counts.max(initial=0)), k)))
-        padded[np.arange(len(padded)).repeat(counts), np.concatenate([np.arange(c) for c in counts]) if len(counts) else []] = gain[np.argsort(order)]
+        padded[user, np.arange(len(user)) - np.repeat(np.cumsum(counts) - counts, counts)] = gain
         self.ideal = -np.sort(-padded, axis=1)[:, :k] @ self.disc  # (U,)
 
     def __call__(self, top: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """(n,) NDCG of each ranking; row i of `top` is user rows[i] (default: user i)."""
         top = np.asarray(top, np.int64)
         n, k = top.shape
-        users = (np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64))[:, None]
-        keys = np.where(top < self.width, users * self.width + top, -1)
-        at = np.minimum(np.searchsorted(self.keys, keys), max(len(self.keys) - 1, 0))
-        hit = (self.keys[at] == keys) if len(self.keys) else np.zeros_like(keys, bool)
-        dcg = np.where(hit, self.gain[at] if len(self.keys) else 0.0, 0.0) @ self.disc[:k]
-        ideal = self.ideal[users[:, 0]]
+        users = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+        keys = np.where(top < self.width, users[:, None] * self.width + top, -1)
+        at = np.searchsorted(self.keys, keys)
+        dcg = np.where(self.keys[at] == keys, self.gain[at], 0.0) @ self.disc[:k]
+        ideal = self.ideal[users]
         return np.divide(dcg, ideal, out=np.zeros(n), where=ideal > 0)
 
 
@@ -303,11 +301,9 @@ class ServedTopK:
         parts = {name: g[name][rows] for name in ("rank", "q", "buy") if name in g}
         pop = None if self.pop_log is None else self.pop_log[self.cand[rows]]
         s = combine(parts, blend, self.lengths[rows], g["memory"][rows] if "memory" in g else None, pop)
-        s[self.blocked[rows]] = -np.inf
-        pos = np.argpartition(-s, self.k - 1, axis=1)[:, : self.k]
-        kth = np.take_along_axis(s, pos, 1).min(1)
-        order = np.take_along_axis(s, pos, 1).argsort(axis=1)[:, ::-1]
-        top = np.take_along_axis(self.cand[rows], np.take_along_axis(pos, order, 1), 1)
+        pos = top_of(s, self.blocked[rows], self.k)  # columns of the candidates, best first
+        kth = np.take_along_axis(s, pos[:, -1:], 1)[:, 0]
+        top = np.take_along_axis(self.cand[rows], pos, 1)
         bound = self._bound(blend, rows)
         # float32 sums of an outside item may round above the exact bound: a margin covers it
         unproven = np.flatnonzero(~(kth > bound + 1e-4 * (1.0 + np.abs(bound))))
@@ -386,51 +382,3 @@ def popularity_log(counts: np.ndarray) -> np.ndarray:
     p = (np.asarray(counts, np.float64) + 1.0) / (float(np.sum(counts)) + len(counts))
     return np.log(p).astype(np.float32)
 
-
-class BlendChoice:
-    """Chooses the served blend for a trained network on validation cases (MTRLModel.fit).
-
-    memory: the item memory of the training log (or None); prior_counts: n_items -> the
-    prior's counts (or None, no prior); fixed_memory: a configured memory weight, kept while
-    the other weights are chosen beside it.
-    """
-
-    def __init__(self, memory, prior_counts, rewards, gain_floor: float, reward_blend: bool,
-                 fixed_memory: float | None, seed: int):  # fmt: skip
-        self.memory, self.prior_counts = memory, prior_counts
-        self.rewards, self.gain_floor, self.reward_blend = rewards, gain_floor, reward_blend
-        self.fixed_memory = 0.0 if memory is None else fixed_memory
-        self.seed = seed
-        self._priors: dict[int, np.ndarray] = {}
-
-    @property
-    def chooses(self) -> bool:
-        """Whether any weight is chosen (else the configured memory weight alone serves)."""
-        return self.reward_blend or self.fixed_memory is None
-
-    def prior(self, n_items: int) -> np.ndarray | None:
-        if self.prior_counts is None or not self.reward_blend:
-            return None
-        if n_items not in self._priors:
-            self._priors = {n_items: popularity_log(self.prior_counts(n_items))}
-        return self._priors[n_items]
-
-    def choice_cases(self, cases: EvalCases, n_items: int) -> EvalCases:
-        """A seeded subset of `cases` whose parts fit CHOICE_BYTES."""
-        n = choice_users(len(cases.users), n_items, 5)
-        if n >= len(cases.users):
-            return cases
-        keep = np.zeros(len(cases.users), bool)
-        keep[np.random.default_rng(self.seed).choice(len(cases.users), n, replace=False)] = True
-        return cases.subset(keep)
-
-    def choose(self, net: MTRLNet, cases: EvalCases, default_type: int) -> Blend:
-        """The blend for `net` on `cases` (already a choice subset)."""
-        parts = network_parts(net, cases.histories, default_type, cases.history_events)
-        if not self.reward_blend:
-            parts = {"rank": parts["rank"]}
-        gains = target_gains(cases, self.rewards, self.gain_floor)
-        memory_log = None
-        if self.memory is not None and self.fixed_memory != 0.0:
-            memory_log = self.memory.log_scores(cases.histories, net.n_items)
-        return choose_blend(parts, cases, gains, memory_log, self.prior(net.n_items), memory=self.fixed_memory)

@@ -28,7 +28,9 @@ from recsys.errors import ConfigError
 from recsys.models.base import write_meta
 from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
 from recsys.models.mtrl.config import make_config, with_changes
-from recsys.models.mtrl.blend import Blend, BlendChoice, bucket_of, buy_part, popularity_log, q_part
+from recsys.models.mtrl.blend import (
+    Blend, bucket_of, buy_part, choice_users, choose_blend, network_parts, popularity_log, q_part, target_gains,
+)
 from recsys.models.mtrl.memory import ItemMemory
 from recsys.models.mtrl.inference import encoded_blocks, history_vectors, item_vectors, score_histories
 from recsys.models.mtrl.train import effective_config, train
@@ -82,11 +84,11 @@ class MTRLModel:
         t_side = time.perf_counter()
         if self.cfg.memory:
             self.memory = ItemMemory.fit(train_data)
-        chooser = self._chooser(train_data)
-        self.prior = chooser.prior(self.net.n_items)
+        if self.cfg.reward_blend:
+            self.prior = popularity_log(prior_counts(train_data, self.cfg.prior_days, self.net.n_items))
         side = time.perf_counter() - t_side  # done again after the refit, on its log
         # Before the refit: the weights are chosen on `valid`, which the refit then learns from.
-        self._choose_blend(valid, chooser)
+        self._choose_blend(valid)
         # The refit trains in what the budget has left (train() stopped early enough for it),
         # less the memory and prior it fits again after; without a budget, `left` stays 0, which
         # is no limit.
@@ -115,23 +117,27 @@ class MTRLModel:
                 self.prior = popularity_log(prior_counts(refit_data, self.cfg.prior_days, self.net.n_items))
         return self
 
-    def _chooser(self, train_data: Interactions) -> BlendChoice:
-        cfg = self.cfg
-        return BlendChoice(
-            self.memory, (lambda n: prior_counts(train_data, cfg.prior_days, n)) if cfg.reward_blend else None,
-            cfg.rewards, cfg.gain_floor, cfg.reward_blend, cfg.memory_weight if cfg.memory_weight >= 0 else None, cfg.seed,
-        )
-
-    def _choose_blend(self, valid, chooser: BlendChoice) -> None:
+    def _choose_blend(self, valid) -> None:
         """The served score's weights (blend.py), chosen on `valid` where the network's own
         early-stopping choice was made; configured or fallback values where there is none."""
-        if valid is None or not len(valid.histories) or not chooser.chooses:
-            fixed = chooser.fixed_memory
-            memory = FALLBACK_MEMORY_WEIGHT if fixed is None else fixed
+        fixed_memory = self.cfg.memory_weight if self.cfg.memory_weight >= 0 else None
+        if self.memory is None:
+            fixed_memory = 0.0
+        if valid is None or not len(valid.histories) or not (self.cfg.reward_blend or fixed_memory is None):
+            memory = FALLBACK_MEMORY_WEIGHT if fixed_memory is None else fixed_memory
             self.blend = Blend(memory=memory, chosen_on={"note": "no validation cases or nothing to choose"})
         else:
-            cases = chooser.choice_cases(valid, self.net.n_items)
-            self.blend = chooser.choose(self.net, cases, self.meta.get("default_type", 0))
+            n = choice_users(len(valid.users), self.net.n_items, 5)
+            keep = np.zeros(len(valid.users), bool)
+            keep[np.random.default_rng(self.cfg.seed).choice(len(valid.users), n, replace=False)] = True
+            cases = valid.subset(keep)
+            parts = network_parts(self.net, cases.histories, self.meta.get("default_type", 0), cases.history_events)
+            if not self.cfg.reward_blend:
+                parts = {"rank": parts["rank"]}
+            # a configured memory weight stays in the score while the other weights are chosen
+            memory_log = self.memory.log_scores(cases.histories, self.net.n_items) if fixed_memory != 0.0 else None
+            gains = target_gains(cases, self.cfg.rewards, self.cfg.gain_floor)
+            self.blend = choose_blend(parts, cases, gains, memory_log, self.prior, memory=fixed_memory)
         self.meta["blend"] = self.blend.to_dict()
         log.info("mtrl: served blend %s", {k: v for k, v in self.meta["blend"].items() if k != "chosen_on"})
 
