@@ -13,7 +13,7 @@ Three ways to get a block's (B, I) scores, one way to rank them:
 - fallback, for any other `Recommender`: `model.score(histories)` (B, I) in numpy.
 
 Then, in torch on the device: unavailable items are out of the matrix (fast path) or masked,
-each user's exclusions are masked with one scatter, `torch.topk` takes the K best, and an
+each user's exclusions are masked with one scatter, `top_k_rows` takes the K best, and an
 optional MMR re-rank diversifies by category. Memory is bounded by `block_users` x catalogue
 scores at a time (`Settings.score_block_users`), fewer users where the catalogue is huge
 (`BLOCK_BYTES`).
@@ -42,6 +42,10 @@ VECTOR_USERS = 8192
 MMR_POOL = 4
 # Explanations look at the user's last items only, as the models do.
 EXPLAIN_HISTORY = 20
+# Top-K reads the maximum of each run of this many columns and ranks the columns of the K runs
+# with the largest maxima only (`top_k_rows`): on the CPU, ranking whole rows costs about as
+# much as the block's matmul, and reading maxima is one pass at memory speed.
+TOP_RUN = 32
 
 
 @runtime_checkable
@@ -215,14 +219,14 @@ class _Ranker:
             if kk == 0:
                 continue
             pool = min(w, k * MMR_POOL) if self.category is not None else kk
-            vals, idx = torch.topk(s, pool, dim=1)
+            vals, idx = top_k_rows(s, pool)
             # NaN sorts above everything in topk and +inf is no score: only then sanitise the
             # whole block (a full pass) and take the top again. Finite blocks never pay for it.
             # (Checked in numpy: on a busy CPU each small torch op pays a thread-pool wake-up.)
             top = vals.cpu().numpy()
             if np.isnan(top).any() or np.isposinf(top).any():
                 s.nan_to_num_(nan=float("-inf"), posinf=float("-inf"), neginf=float("-inf"))
-                vals, idx = torch.topk(s, pool, dim=1)
+                vals, idx = top_k_rows(s, pool)
                 top = vals.cpu().numpy()
             if self.category is not None:
                 vals, idx = self._mmr(vals, idx, kk)
@@ -265,6 +269,30 @@ class _Ranker:
             seen[rows, codes[rows, best]] = True
             seen[:, n_cat - 1] = False
         return out_vals, out_idx
+
+
+def top_k_rows(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.topk(s, k, dim=1) for a (B, W) block: the same values in the same order, and the
+    same columns up to the order of exactly tied values.
+
+    Exact: a column among a row's k best holds at least the k-th best value v, so its run's
+    maximum is at least v; at most k - 1 runs have a maximum above v (each such maximum is
+    one of the k - 1 values above it), so the k runs with the largest maxima hold every value
+    above v and as many equal to v as a top k needs. NaN and +inf are maxima too, so they reach
+    the result as torch.topk would give them.
+    """
+    b, w = s.shape
+    runs = w // TOP_RUN
+    if runs < 4 * k:  # too few runs to skip much of the row
+        return torch.topk(s, k, dim=1)
+    body = runs * TOP_RUN
+    maxima = s[:, :body].view(b, runs, TOP_RUN).amax(dim=2)
+    picked = torch.topk(maxima, k, dim=1, sorted=False).indices
+    cols = (picked.unsqueeze(2) * TOP_RUN + torch.arange(TOP_RUN, device=s.device)).view(b, -1)
+    if body < w:  # the last, partial run is always a candidate
+        cols = torch.cat([cols, torch.arange(body, w, device=s.device).expand(b, -1)], dim=1)
+    vals, at = torch.topk(torch.gather(s, 1, cols), k, dim=1)
+    return vals, torch.gather(cols, 1, at)
 
 
 def model_width(model) -> int:

@@ -116,7 +116,7 @@ def test_mixed_scores_leave_the_fast_path_and_network_only_returns_to_it():
     scores = model.score(hist)
     network = model.network_only().score(hist)
     expected = torch.log_softmax(torch.from_numpy(network), 1).numpy() + 2.0 * model.memory.log_scores(hist, data.n_items)
-    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+    assert_equal_per_user_up_to_a_constant(scores, expected)
     assert_top_k_follows_scores(model, hist, scores)  # through the slow path
     alone = model.network_only()
     assert is_factorised(alone) and model.memory is not None  # the view leaves the model as it was
@@ -125,9 +125,18 @@ def test_mixed_scores_leave_the_fast_path_and_network_only_returns_to_it():
     assert plain.memory is None and is_factorised(plain)
 
 
-def test_the_served_scorer_is_combine_bit_for_bit_in_a_reused_buffer():
-    """The scoring routine's general path (memory, prior, Q and buy added in place, the memory
-    sparse) gives every element the same bits as combine over the dense parts."""
+def assert_equal_per_user_up_to_a_constant(got: np.ndarray, expected: np.ndarray) -> None:
+    """got - expected is one number per row, to float32 rounding of the values' size."""
+    shift = got - expected
+    spread = np.abs(shift - shift.mean(axis=1, keepdims=True))
+    assert (spread <= 1e-5 * (1.0 + np.abs(expected) + np.abs(got))).all(), spread.max()
+
+
+def test_the_served_scorer_is_combine_less_a_per_user_constant_in_a_reused_buffer():
+    """The scoring routine's general path (Q, memory and prior folded into one matmul, the
+    memory's entries added after it, buy in place) orders each user's items as combine over the
+    dense parts: the two differ by a constant per user (the ranking head's normaliser and the
+    Q term's mean), not per item."""
     from recsys.models.mtrl.blend import combine, network_parts
     from recsys.scoring import rank_users
 
@@ -138,7 +147,7 @@ def test_the_served_scorer_is_combine_bit_for_bit_in_a_reused_buffer():
     events = [rng.integers(0, 4, len(h)) for h in hist]
     lengths = np.array([len(h) for h in hist])
     narrow = ItemMemory.fit(funnel_data(n_items=25))  # items 25.. are new to it: typical
-    blends = [Blend(memory=2.0), Blend(memory=0.5, pop=(1.0, 0.0, 0.25, 4.0)),
+    blends = [Blend(memory=2.0), Blend(memory=0.5, pop=(1.0, 0.0, 0.25, 4.0)), Blend(q=2.0),
               Blend(memory=1.0, q=0.5, buy=2.0, pop=(0.1, 0.2, 0.5, 0.0)), Blend(pop=(8.0, 0.0, 0.0, 0.1))]
     for blend, memory, prior in [(b, model.memory, model.prior) for b in blends] + [(blends[1], narrow, model.prior[:-4])]:
         view = model.with_blend(blend)
@@ -149,14 +158,16 @@ def test_the_served_scorer_is_combine_bit_for_bit_in_a_reused_buffer():
         buffer = torch.full((len(hist) + 5, data.n_items), float("nan"))
         got = view.block_scorer()(hist, events, out=buffer)
         assert got.data_ptr() == buffer.data_ptr()
-        np.testing.assert_array_equal(got.numpy(), expected)
-        np.testing.assert_array_equal(view.score(hist, events), expected)
+        assert_equal_per_user_up_to_a_constant(got.numpy(), expected)
+        np.testing.assert_array_equal(view.score(hist, events), got.numpy())
         exclude = [np.unique(h) for h in hist]
         ranking = rank_users(view, hist, 5, exclude=exclude, events=events, block_users=300)
         for r, ex in enumerate(exclude):
             s = expected[r].copy()
             s[ex] = -np.inf
-            np.testing.assert_array_equal(ranking.scores[r], -np.sort(-s)[:5])
+            # The items ranked are combine's five best: their combine scores are its top five
+            # (an exact tie may be broken either way).
+            np.testing.assert_allclose(s[ranking.items[r]], -np.sort(-s)[:5], rtol=1e-5, atol=1e-5)
 
 
 def test_the_sparse_memory_log_is_the_dense_definition():

@@ -153,6 +153,31 @@ def test_nan_and_inf_scores_are_never_recommended():
     assert np.isfinite(r.scores[:, :7]).all()
 
 
+@pytest.mark.parametrize("width", [4 * 3 * scoring.TOP_RUN, 4 * 3 * scoring.TOP_RUN + 7, 13 * scoring.TOP_RUN + 31])
+def test_top_k_rows_gives_torch_topk_values_from_the_runs_with_the_largest_maxima(width):
+    """Values from a handful of integers, so many ties cross the k-th place; rows with fewer
+    finite values than k, a NaN and a +inf among them; widths with and without a partial run."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 12, (40, width)).astype(np.float32)
+    s[1:4] = -np.inf
+    s[1, rng.choice(width, 2, replace=False)] = 5.0  # two finite values for k = 3
+    s[2, width - 1] = 11.0  # only the partial run (or the last full one) holds a value
+    s[5, 3], s[6, width - 2] = np.nan, np.inf
+    s[7] = 0.0
+    s[8, :] = 0.0
+    s[8, ::scoring.TOP_RUN] = 1.0  # one value above the rest in every run
+    block = torch.from_numpy(s)
+    for k in (1, 3):
+        want_vals, _ = torch.topk(block, k, dim=1)
+        vals, cols = scoring.top_k_rows(block, k)
+        np.testing.assert_array_equal(vals.numpy(), want_vals.numpy())
+        np.testing.assert_array_equal(block.gather(1, cols).numpy(), vals.numpy())  # the columns hold them
+        assert all(len(set(row)) == k for row in cols.tolist())
+    assert scoring.top_k_rows(block, 3)[1][2, 0] == width - 1
+
+
 def test_k_larger_than_the_catalogue():
     items, scores = top_k(Factorised(4), [np.array([0])], 6, exclude=[np.array([0])])
     assert np.isfinite(scores[0]).sum() == 3 and sorted(items[0, :3].tolist()) == [1, 2, 3]

@@ -11,6 +11,8 @@ Each term is a log-probability or a standardised value, so the sum is a product 
 next; the Q head what leads to reward over the next few steps (SQN, Xin et al. 2020); the
 behaviour heads how likely a shown item is to be bought (ESMM, Ma et al. 2018); the prior
 what everyone touches, which is most of what a user with one or two interactions tells us.
+`combine` is the definition; serving computes it less a per-user constant, which leaves each
+user's list as it is, in one matmul per block of users (served.py).
 
 The weights are chosen on the validation cases, never on test, by expected reward: NDCG@10
 whose gain per target is the reward of the deepest behaviour it reached (`rewards`, purchase

@@ -74,47 +74,42 @@ class ItemMemory:
         # Popularity is already in the network's softmax: the memory holds co-occurrence only.
         return cls(CooccurrenceModel(popularity_prior=0.0).fit(data))
 
-    def _sparse_distribution(self, histories: list[np.ndarray], width: int, scratch: np.ndarray | None = None):
-        """(rows, cols, p) of the entries with p > 0, each row's total mass (B,) before
-        normalising, and the (B, width) zeros the totals were summed on (`scratch`, when given
-        with room and all zero, is used and left so). Items beyond the memory's catalogue (newer
-        than its log) get zero."""
+    def _sparse_distribution(self, histories: list[np.ndarray], width: int):
+        """(rows, cols, p) of the entries with p > 0, their places rows * width + cols in the flat
+        (B, width) matrix, and each row's total mass (B,) before normalising. Items beyond the
+        memory's catalogue (newer than its log) get zero."""
         s = self.knn.cooccurrence(histories)
         n = len(histories)
         rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(s.indptr))
         cols = s.indices.astype(np.int64)
         keep = (s.data > 0) & (cols < width)
         rows, cols, mass = rows[keep], cols[keep], s.data[keep]
-        # Row sums over the dense rows, as numpy sums a (B, width) matrix: summing the entries
-        # alone in another order moves a total by a rounding, and with it near-tied lists.
-        dense = scratch[:n] if scratch is not None and scratch.shape[0] >= n else np.zeros((n, width), np.float32)
-        cells = dense.reshape(-1)
-        at = rows * width + cols
-        cells[at] = mass
-        total = dense.sum(axis=1)
-        cells[at] = 0.0
-        return rows, cols, at, mass / total[rows], total, dense
+        total = np.bincount(rows, weights=mass, minlength=n)
+        p = (mass / total[rows]).astype(np.float32) if len(rows) else np.zeros(0, np.float32)
+        return rows, cols, rows * width + cols, p, total
+
+    def known(self, width: int) -> np.ndarray:
+        """(width,) bool: the items with interactions in the memory's log."""
+        known = np.zeros(width, dtype=bool)
+        m = min(width, len(self.knn.pop))
+        known[:m] = self.knn.pop[:m] > 0
+        return known
 
     def distribution(self, histories: list[np.ndarray], width: int) -> np.ndarray:
         """(B, width) float32: each row sums to one, or is all zero where the memory knows nothing.
         Items beyond the memory's catalogue (newer than its log) get zero."""
-        _, _, at, p, _, out = self._sparse_distribution(histories, width)
+        _, _, at, p, _ = self._sparse_distribution(histories, width)
+        out = np.zeros((len(histories), width), np.float32)
         out.reshape(-1)[at] = p
         return out
 
-    def sparse_log(self, histories: list[np.ndarray], width: int, scratch: np.ndarray | None = None) -> MemoryLog:
-        """m(i | history) of the module docstring for (B,) histories over `width` items, sparse.
-        `scratch`: (>= B, width) float32 zeros to sum rows on, reused across blocks."""
-        rows, cols, at, p, total, dense = self._sparse_distribution(histories, width, scratch)
+    def sparse_log(self, histories: list[np.ndarray], width: int) -> MemoryLog:
+        """m(i | history) of the module docstring for (B,) histories over `width` items, sparse."""
+        rows, cols, at, p, total = self._sparse_distribution(histories, width)
         log_p = np.log(p + EPS, dtype=np.float32)
-        # E_{j ~ p_mem} log p_mem(j), summed as the dense product's rows (p = 0 adds 0).
-        cells = dense.reshape(-1)
-        cells[at] = p * log_p
-        typical = dense.sum(axis=1)
-        cells[at] = 0.0
-        known = np.zeros(width, dtype=bool)
-        m = min(width, len(self.knn.pop))
-        known[:m] = self.knn.pop[:m] > 0
+        # E_{j ~ p_mem} log p_mem(j) (p = 0 adds 0).
+        typical = np.bincount(rows, weights=p * log_p, minlength=len(histories)).astype(np.float32)
+        known = self.known(width)
         keep = known[cols]  # an item never seen scores as typical, whatever its mass
         return MemoryLog(rows[keep], cols[keep], log_p[keep], typical, total > 0, known, at[keep])
 

@@ -10,7 +10,8 @@ weights chosen on the validation cases by expected reward, the item memory (memo
 Q head's advantage, the behaviour heads' log pCTCVR and a popularity prior for short
 histories. Where every weight is 0 the score is the ranking head's alone, and the scoring
 fast path (user vectors x item vectors) applies; otherwise recsys.scoring ranks from
-`block_scorer`, which writes the served score in place, block by block (ServedScorer).
+`block_scorer`, which writes the served score, less a per-user constant, block by block
+(served.py).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from recsys.models.base import write_meta
 from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
 from recsys.models.mtrl.config import make_config, with_changes
 from recsys.models.mtrl.blend import (
-    Blend, bucket_of, buy_part, choice_users, choose_blend, network_parts, popularity_log, q_part, target_gains,
+    Blend, choice_users, choose_blend, network_parts, popularity_log, target_gains,
 )
 from recsys.models.mtrl.memory import ItemMemory
-from recsys.models.mtrl.inference import encoded_blocks, history_vectors, item_vectors, score_histories
+from recsys.models.mtrl.served import ServedScorer
+from recsys.models.mtrl.inference import history_vectors, item_vectors, score_histories
 from recsys.models.mtrl.train import effective_config, train
 
 
@@ -42,8 +44,6 @@ PRIOR_FILE = "prior.npy"
 # Memory weight when there are no validation cases to choose one on.
 FALLBACK_MEMORY_WEIGHT = 1.0
 DAY_US = 86_400_000_000
-# Histories encoded at a time when scoring: network_parts' blocks, so the states are the same bits.
-STATE_BLOCK = 512
 # The prior's window widens until it holds at least this share of the log (thin recent days).
 PRIOR_MIN_SHARE = 0.1
 
@@ -175,7 +175,7 @@ class MTRLModel:
             return score_histories(self._ready(), histories, events, ts, default_type=self.meta.get("default_type", 0))
         return self.block_scorer()(histories, events, ts).cpu().numpy()
 
-    def block_scorer(self) -> "ServedScorer":
+    def block_scorer(self) -> ServedScorer:
         """The served score for blocks of histories, into a buffer the caller may reuse: what
         recsys.scoring ranks from when the blend leaves the fast path."""
         return ServedScorer(self)
@@ -260,105 +260,6 @@ class MTRLModel:
         self.blend = Blend.from_dict(self.meta["blend"]) if "blend" in self.meta else Blend()
         prior = Path(path) / PRIOR_FILE
         self.prior = np.load(prior) if prior.exists() else None
-
-
-class ServedScorer:
-    """blend.combine(network_parts(...), blend, lengths, memory.log_scores(...), prior), bit for
-    bit, for blocks of histories, written in place into one (B, I) float32 buffer.
-
-    combine works on (B, I) numpy matrices, one per term and one per product, and the memory's
-    log is dense although a history's neighbours are a small share of the catalogue. Here the
-    item table is computed once per run, each block of states writes its log-softmax into the
-    buffer, and the memory and the prior are added in place: the memory's one value per row
-    for the known items it gives no mass and one for the items it never saw, its few entries
-    with mass redone from the values before, then the prior's product for the row's
-    history-length bucket. Each element gets the same roundings, in the same order, as combine
-    gives it.
-    """
-
-    def __init__(self, model: MTRLModel):
-        self.net = model._ready()
-        self.default_type = model.meta.get("default_type", 0)
-        self.blend = b = model.blend
-        with torch.no_grad():
-            self.table = self.net.item_table()  # (I, D)
-        self.width = self.net.n_items
-        self.skip = frozenset(name for name, w in (("q", b.q), ("ctr", b.buy)) if w <= 0)
-        self.memory = model.memory if model.memory is not None and b.memory > 0 else None
-        self.pop = None
-        if model.prior is not None and any(w > 0 for w in b.pop):
-            pop_log = model.prior
-            if len(pop_log) < self.width:  # items newer than the prior: as rare as its rarest (combine)
-                pop_log = np.pad(pop_log, (0, self.width - len(pop_log)), constant_values=pop_log.min(initial=0.0))
-            weights = np.asarray(b.pop, np.float32)
-            # Row b: combine's product w_pop[b] * log p_pop for a history in bucket b.
-            self.pop = torch.from_numpy(weights[:, None] * pop_log[None, : self.width]).to(self.table.device)
-        self.logits: torch.Tensor | None = None
-        self.scratch: np.ndarray | None = None  # zeros the memory sums its rows on
-
-    @torch.no_grad()
-    def __call__(self, histories, events=None, ts=None, out: torch.Tensor | None = None) -> torch.Tensor:
-        """(B,) histories -> (B, I) float32 served scores, written into out[:B] when `out` has
-        room (a buffer the caller reuses), else into a new tensor."""
-        histories = list(histories)
-        n, width, device = len(histories), self.width, self.table.device
-        if out is None or out.shape[0] < n or out.shape[1] != width:
-            out = torch.empty((n, width), dtype=torch.float32, device=device)
-        s = out[:n]
-        net, table_t = self.net, self.table.T
-        was_training = net.training
-        net.eval()
-        for sl, items, btype, gap, length in encoded_blocks(net, histories, events, ts, self.default_type, STATE_BLOCK):
-            heads = net.last_states(items, btype, gap, length, self.table, self.skip)
-            rows = s[sl]
-            if self.logits is None or self.logits.shape[0] < len(rows):
-                self.logits = torch.empty((len(rows), width), dtype=torch.float32, device=device)
-            logits = self.logits[: len(rows)]
-            torch.matmul(heads["rank"], table_t, out=logits)
-            torch.log_softmax(logits, dim=1, out=rows)
-            # network_parts' terms, then combine's w * part
-            if "q" in heads:
-                rows.add_(q_part(heads, table_t).mul_(self.blend.q))
-            if "ctr" in heads:
-                rows.add_(buy_part(heads, table_t).mul_(self.blend.buy))
-        net.train(was_training)
-        if self.memory is not None:
-            self._add_memory(s, histories)
-        if self.pop is not None:
-            self._add_prior(s, bucket_of(np.array([len(h) for h in histories])))
-        return s
-
-    def _add_prior(self, s: torch.Tensor, bucket: np.ndarray) -> None:
-        """s += w_pop[bucket] * log p_pop, row by row's bucket (a weight 0 adds a signed zero: skipped)."""
-        weights = np.asarray(self.blend.pop, np.float32)
-        for b in np.unique(bucket):
-            if not weights[b] > 0:
-                continue
-            rows = np.flatnonzero(bucket == b)
-            if len(rows) == len(s):
-                s.add_(self.pop[b])
-            else:
-                s.index_add_(0, torch.from_numpy(rows).to(s.device), self.pop[b].expand(len(rows), -1))
-
-    def _add_memory(self, s: torch.Tensor, histories: list[np.ndarray]) -> None:
-        """s += w_memory * m(. | history), m as memory.log_scores, without a dense m: its one
-        value per row for the known items it gives no mass (w log EPS) and the one for the items
-        it never saw (w typical) as a skinny matmul with 0/1 factors, whose sums are exact (one
-        product is the value times 1, the other 0), then its few entries with mass redone from
-        the values before."""
-        if self.scratch is None or self.scratch.shape[0] < len(histories):  # the first block is the largest
-            self.scratch = np.zeros((len(histories), self.width), dtype=np.float32)
-        mem = self.memory.sparse_log(histories, self.width, self.scratch)
-        w, device = np.float32(self.blend.memory), s.device
-        per_row = np.zeros((len(histories), 2), dtype=np.float32)  # no evidence: m = 0
-        per_row[mem.evidence, 0] = w * mem.floor
-        per_row[mem.evidence, 1] = w * mem.typical[mem.evidence]
-        which = torch.from_numpy(np.stack([mem.known, ~mem.known]).astype(np.float32)).to(device)
-        cells = s.view(-1)
-        at = torch.from_numpy(mem.cells).to(device)
-        before = cells[at]
-        s.addmm_(torch.from_numpy(per_row).to(device), which)
-        cells[at] = before + torch.from_numpy(w * mem.log_p).to(device)
 
 
 def prior_counts(data: Interactions, days: int, n_items: int) -> np.ndarray:
