@@ -235,6 +235,22 @@ def test_sampled_ce_masks_accidental_hits_and_matches_full_softmax_with_uniform_
     torch.testing.assert_close(L.sampled_ce(h, table, target, neg, log_q), L.ranking_ce(h, table, target))
 
 
+def test_ranking_ce_over_allowed_items_is_the_softmax_with_the_others_masked():
+    h, table = torch.randn(5, 8, requires_grad=True), torch.randn(7, 8, requires_grad=True)
+    target = torch.tensor([0, 2, 3, 6, 2])
+    allowed = torch.tensor([True, False, True, True, False, False, True])
+    got = L.ranking_ce(h, table, target, allowed)
+    got.sum().backward()
+    grads = h.grad.clone(), table.grad.clone()
+    h.grad, table.grad = None, None
+    want = torch.nn.functional.cross_entropy((h @ table.T).masked_fill(~allowed, float("-inf")), target, reduction="none")
+    want.sum().backward()
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(grads, (h.grad, table.grad))
+    assert (grads[1][~allowed] == 0).all()  # a left-out item is never pushed down
+    torch.testing.assert_close(L.ranking_ce(h, table, target, torch.ones(7, dtype=torch.bool)), L.ranking_ce(h, table, target))
+
+
 def test_checkpoint_round_trip(tmp_path):
     data = funnel_data()
     text = np.random.default_rng(2).normal(size=(data.n_items, 8)).astype(np.float32)

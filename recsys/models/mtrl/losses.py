@@ -24,12 +24,15 @@ def ranking_ce(h: torch.Tensor, table: torch.Tensor, target: torch.Tensor, allow
     """Full-catalogue softmax cross-entropy per position: -log softmax(h E^T)[target].
 
     h (N, D), table E (I, D), target (N,) -> (N,). `allowed` (I,) bool: the softmax runs over
-    these items only (items without training interactions are never pushed down as negatives).
+    these items only (items without training interactions are never pushed down as negatives),
+    every target among them. The product is taken with the allowed rows alone: the same loss as
+    masking the others' logits to -inf, without a pass over the (N, I) logits and its backward.
     """
-    logits = h @ table.T  # (N, I)
     if allowed is not None:
-        logits = logits.masked_fill(~allowed, float("-inf"))
-    return F.cross_entropy(logits, target, reduction="none")
+        rows = allowed.nonzero().squeeze(1)
+        if len(rows) < len(allowed):
+            table, target = table[rows], torch.searchsorted(rows, target)
+    return F.cross_entropy(h @ table.T, target, reduction="none")
 
 
 def sampled_ce(

@@ -231,8 +231,8 @@ class MTRLNet(nn.Module):
         real = torch.arange(T, device=qh.device)[None, :] < batch["length"][:, None]  # (B, T)
         a_star = torch.zeros(B, T, dtype=torch.long, device=qh.device)
         has_id = self.has_id if rows is None else self.has_id[rows]
-        adv = (qh[real] @ table.T).masked_fill(has_id <= 0, float("-inf"))  # A(s, .) over trained items
-        a_star[real] = adv.argmax(-1)  # online argmax of A, so of Q
+        trained = (has_id > 0).nonzero().squeeze(1)  # A(s, .) over trained items: the others' rows left out
+        a_star[real] = trained[(qh[real] @ table[trained].T).argmax(-1)]  # online argmax of A, so of Q
         t_table = target.item_table(rows=rows)
         t_h = target.encode(batch["item"], batch["btype"], batch["gap"], t_table)  # (B, T, D)
         v = target.q_value(t_h).squeeze(-1) + (target.q_proj(t_h) * t_table[a_star]).sum(-1)
