@@ -130,6 +130,13 @@ def network_parts(
     return {k: np.concatenate(v) if v else np.zeros((0, width), np.float32) for k, v in out.items()}
 
 
+def prior_over(pop_log: np.ndarray, width: int) -> np.ndarray:
+    """log p_pop (I,) -> (width,): items newer than the prior are as rare as its rarest."""
+    if len(pop_log) < width:
+        pop_log = np.pad(pop_log, (0, width - len(pop_log)), constant_values=pop_log.min(initial=0.0))
+    return pop_log[:width]
+
+
 def combine(parts: dict[str, np.ndarray], blend: Blend, lengths: np.ndarray, memory_log=None, pop_log=None) -> np.ndarray:
     """The served score (B, I) from the parts (network_parts), the memory's and the prior's logs."""
     s = parts["rank"].copy()
@@ -141,9 +148,7 @@ def combine(parts: dict[str, np.ndarray], blend: Blend, lengths: np.ndarray, mem
     if pop_log is not None and any(w > 0 for w in blend.pop):
         w = np.asarray(blend.pop, np.float32)[bucket_of(lengths)]  # (B,)
         if pop_log.ndim == 1:  # one row for the catalogue (else per row: ServedTopK's candidates)
-            if len(pop_log) < s.shape[1]:  # items newer than the prior: as rare as its rarest
-                pop_log = np.pad(pop_log, (0, s.shape[1] - len(pop_log)), constant_values=pop_log.min(initial=0.0))
-            pop_log = pop_log[None, : s.shape[1]]
+            pop_log = prior_over(pop_log, s.shape[1])[None, :]
         s += w[:, None] * pop_log
     return s
 

@@ -29,10 +29,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recsys.models.mtrl.blend import bucket_of, buy_part
+from recsys.models.mtrl.blend import bucket_of, buy_part, prior_over
 from recsys.models.mtrl.inference import encoded_blocks
 
-# Histories encoded at a time: network_parts' blocks, so the states are the same bits.
+# Histories encoded at a time, as network_parts encodes them.
 STATE_BLOCK = 512
 
 
@@ -61,10 +61,7 @@ class ServedScorer:
             extra += [known, 1.0 - known]
         self.pop_weights = None
         if model.prior is not None and any(w > 0 for w in b.pop):
-            pop_log = model.prior
-            if len(pop_log) < width:  # items newer than the prior: as rare as its rarest (combine)
-                pop_log = np.pad(pop_log, (0, width - len(pop_log)), constant_values=pop_log.min(initial=0.0))
-            extra.append(torch.from_numpy(np.asarray(pop_log[:width], np.float32)))
+            extra.append(torch.from_numpy(np.asarray(prior_over(model.prior, width), np.float32)))
             self.pop_weights = np.asarray(b.pop, np.float32)
         columns = [table] + ([torch.stack(extra, 1).to(table)] if extra else [])
         self.table_t = torch.cat(columns, 1).T.contiguous()  # (D + extra, I): the layout a GEMM streams best
