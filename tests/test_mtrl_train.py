@@ -17,7 +17,8 @@ from recsys.models import build_model
 from recsys.models.mtrl.checkpoint import WEIGHTS_FILE, load_checkpoint
 from recsys.models.mtrl.config import make_config
 from recsys.models.mtrl.inference import evaluate
-from recsys.models.mtrl.train import _budget_spent, _build, train
+from recsys.models.mtrl.losses import sampled_ce
+from recsys.models.mtrl.train import _budget_spent, _build, to_batch, train
 from tests.test_mtrl_model import funnel_data, one_thread  # noqa: F401 (autouse fixture)
 
 SMALL = dict(max_len=8, d=16, n_heads=2, batch_size=32, warmup_steps=5)
@@ -205,6 +206,50 @@ def test_with_a_budget_the_learning_rate_falls_linearly_to_nothing_where_the_loo
         return _budget_spent(decayed, now - 40.0, now - 1.0, 1, 10, 1.0, 5.0, True, 1, torch.device("cpu"), None, max_epochs)[2]
 
     assert bound(2) == 1.0 and bound(40) < 1.0
+
+
+def test_the_budget_says_how_many_epochs_its_loop_holds_at_this_pace():
+    # A 100 s budget, an evaluation 5 s, epochs of 10 s (so the refit 10 s): the loop may run
+    # from its start to 85 s, 8.5 epochs; begun 5 s late, 8.
+    cfg = make_config(budget_seconds=100.0, refit_epochs=1)
+    now = time.perf_counter()
+    holds = _budget_spent(cfg, now - 40.0, now - 1.0, 1, 10, 1.0, 5.0, True, 1, torch.device("cpu"))[3]
+    later = _budget_spent(cfg, now - 40.0, now - 1.0, 1, 10, 1.0, 5.0, True, 1, torch.device("cpu"), now - 35.0)[3]
+    assert holds == pytest.approx(8.5, abs=0.01) and later == pytest.approx(8.0, abs=0.01)
+
+
+def test_a_budget_too_short_for_the_full_softmax_trains_on_the_sampled_one(monkeypatch):
+    # 50 ms a step and 8 steps an epoch: a 3 s budget holds about 6 full-softmax epochs, fewer
+    # than min_epochs (10), so after the probe's steps the loss is the sampled softmax,
+    # and the refit that starts from these weights keeps it. A roomy budget, and no budget,
+    # keep the full softmax throughout.
+    def slow(*args, **kwargs):
+        time.sleep(0.05)
+        return to_batch(*args, **kwargs)
+
+    sampled_steps = {"n": 0}
+
+    def counted(*args, **kwargs):
+        sampled_steps["n"] += 1
+        return sampled_ce(*args, **kwargs)
+
+    monkeypatch.setattr("recsys.models.mtrl.train.to_batch", slow)
+    monkeypatch.setattr("recsys.models.mtrl.losses.sampled_ce", counted)
+    monkeypatch.setattr("recsys.models.mtrl.train.SOFTMAX_PROBE_STEPS", 5)
+    data = funnel_data(n_users=60, n_items=24)
+    small = dict(max_len=6, d=16, batch_size=8, n_sampled=8, max_epochs=30, patience=30, min_epochs=10, refit_epochs=1)
+    art = train(make_config(budget_seconds=3.0, **small), data, chain_cases(24), progress=False)
+    switched = art.meta["sampled_softmax"]
+    assert switched["from_step"] == 5 and switched["negatives"] == 8 and switched["full_epochs_the_budget_holds"] < 10
+    assert sampled_steps["n"] == art.meta["budget_stop"]["step"] - 5  # every step after the probe
+    assert art.cfg.full_softmax_max_items == 0 and any(n.startswith("sampled softmax (8 negatives)") for n in art.meta["notes"])
+    sampled_steps["n"] = 0
+    refit = train(art.cfg, data, None, init=(art.net, art.meta), progress=False, fine_tune=False)
+    assert sampled_steps["n"] == refit.meta["step"] > 0 and "sampled_softmax" not in refit.meta
+    for roomy in (make_config(budget_seconds=1000.0, **{**small, "max_epochs": 2}), make_config(**{**small, "max_epochs": 2})):
+        sampled_steps["n"] = 0
+        art = train(roomy, data, chain_cases(24), progress=False)
+        assert sampled_steps["n"] == 0 and "sampled_softmax" not in art.meta and art.cfg.full_softmax_max_items == 50_000
 
 
 def test_an_evaluation_too_costly_for_the_budget_is_timed_first_and_cut_to_fit(monkeypatch):

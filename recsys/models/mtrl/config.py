@@ -48,10 +48,14 @@ class MTRLConfig:
 
     # --- ranking head ---
     # Above this many items the softmax is sampled (with log-Q correction): full logits
-    # for (positions x items) stop fitting in memory.
+    # for (positions x items) stop fitting in memory. A time budget too short for `min_epochs`
+    # full-softmax epochs also switches to it (train.SOFTMAX_PROBE_STEPS).
     full_softmax_max_items: int = 50_000
-    # Negatives per batch for the sampled softmax, drawn by training popularity.
-    n_sampled: int = 4096
+    # Negatives per batch for the sampled softmax, drawn by training popularity. On the 1M-event
+    # log (5,000 items) 1,024 made a step 3.3x cheaper than the full softmax, and a budget-bound
+    # night then ranked better than the same night trained to early stopping on the full one
+    # (docs/BENCHMARKS.md, "A budget too short for the full softmax").
+    n_sampled: int = 1024
 
     # --- Q-learning head (SQN / SNQN, Xin et al. 2020/2022) ---
     q_head: bool = True
